@@ -1,0 +1,40 @@
+"""Every use of JAX internals (``jax.extend``, ``jax._src``) in ppl, in one place.
+
+ppl is tested against the JAX range pinned in ``pyproject.toml``; when JAX
+moves these names, this is the only file to change.
+"""
+
+from jax.extend.core import (
+    ClosedJaxpr,
+    Jaxpr,
+    Literal,
+    Primitive,
+    get_opaque_trace_state,
+    jaxpr_as_fun,
+)
+from jax.interpreters import ad, batching, mlir
+from jax._src.interpreters.partial_eval import dce_jaxpr
+
+__all__ = [
+    "ClosedJaxpr",
+    "Jaxpr",
+    "Literal",
+    "Primitive",
+    "ad",
+    "batching",
+    "dce_jaxpr",
+    "get_opaque_trace_state",
+    "jaxpr_as_fun",
+    "mlir",
+    "trace_state",
+    "JIT_PRIMITIVES",
+]
+
+# The name of the nested-jit primitive changed from "pjit" to "jit".
+JIT_PRIMITIVES = ("pjit", "jit", "closed_call", "core_call")
+
+
+def trace_state():
+    """An opaque token that changes whenever JAX starts a new trace (jit, vmap,
+    grad, lax.cond/scan/while bodies...). Compared by equality."""
+    return get_opaque_trace_state(convention="flax")

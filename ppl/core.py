@@ -1,0 +1,198 @@
+"""The generative function interface (GFI).
+
+Every generative function implements one internal method, ``_edit``, which
+runs the function once while, at each random choice, taking the value from
+the constraints, else reusing the previous trace's value (unless selected),
+else drawing a fresh one. All five GFI methods are this one edit:
+
+- ``simulate``: nothing constrained, nothing previous;
+- ``assess``: everything constrained, no key;
+- ``generate``: some addresses constrained; weight = log p of the kept choices;
+- ``update``: previous trace + new constraints and arguments;
+  weight = log p(new kept) - log p(old trace);
+- ``regenerate``: previous trace, selected addresses redrawn;
+  weight as update, plus the old density of what the reverse move redraws.
+
+Besides choices, an edit reports per choice whether it is *used* (a branch of
+``ppl.switch`` not taken leaves its choices unused) and its log density; these
+mirror the choice map, leaf for leaf.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ppl.choicemap import NONE, Selection, tree_paths
+from ppl.errors import check_finite_arguments
+from ppl.jit import jit_gfi
+from ppl.trace import Trace
+
+__all__ = ["GenerativeFunction", "Call", "Edit", "Prev"]
+
+
+class Edit(NamedTuple):
+    choices: Any
+    used: Any  # same structure as choices: bool (Python True when statically used)
+    site_log_densities: Any  # same structure as choices: log density of each choice
+    retval: Any
+    log_density: Any
+    kept_log_density: Any  # log density of the choices that were not freshly drawn
+
+
+class Prev(NamedTuple):
+    choices: Any
+    used: Any
+
+
+class Call(NamedTuple):
+    """A generative function applied to arguments: ``ppl.sample(address, gf(*args))``."""
+
+    gf: Any
+    args: tuple
+
+
+def as_key(key):
+    """Accept typed keys (``jax.random.key``) and raw ``PRNGKey`` arrays."""
+    if key is None or jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def _flat_leaves(tree):
+    return dict(tree_paths(tree)) if isinstance(tree, dict) else {(): tree}
+
+
+class GenerativeFunction:
+    """Abstract base of every generative function: subclasses implement ``_edit``
+    and nothing else; the GFI methods below are final."""
+
+    def _edit(self, key, args, constraints, prev, selection, path) -> Edit:
+        raise NotImplementedError
+
+    def __call__(self, *args):
+        return Call(self, args)
+
+    # ----- the GFI ---------------------------------------------------------
+
+    def simulate(self, key, args) -> Trace:
+        """Run forwards: ``trace = gf.simulate(key, args)``."""
+        check_finite_arguments(args)
+        return _simulate(self, as_key(key), tuple(args))
+
+    def assess(self, choices, args):
+        """``(log_density, retval)`` of a complete choice map."""
+        check_finite_arguments(args)
+        return _assess(self, choices, tuple(args))
+
+    def generate(self, key, constraints, args):
+        """``(trace, log_weight)``: constrained addresses take the given values, the
+        rest are drawn from the model; log_weight = log p(all) - log q(drawn)."""
+        check_finite_arguments(args)
+        return _generate(self, as_key(key), constraints or {}, tuple(args))
+
+    def update(self, key, trace, constraints, args):
+        """``(new_trace, log_weight, discard)`` after changing arguments and/or
+        constraining addresses; log_weight = log p(new) - log p(old) - log q(fresh)."""
+        check_finite_arguments(args)
+        return _update(self, as_key(key), trace, constraints or {}, tuple(args))
+
+    def regenerate(self, key, trace, selection, args):
+        """``(new_trace, log_weight)`` with the selected addresses redrawn from the
+        model: the Metropolis-Hastings weight of that proposal."""
+        check_finite_arguments(args)
+        if not isinstance(selection, Selection):
+            raise TypeError(f"regenerate takes a ppl.Selection (ppl.select(...)), got {type(selection).__name__}")
+        return _regenerate(self, as_key(key), trace, selection, tuple(args))
+
+    # ----- combinators -----------------------------------------------------
+
+    def vmap(self, in_axes=0, axis_size=None):
+        """Map over a leading axis of the arguments: choices gain a leading axis.
+
+        >>> point.vmap(in_axes=(0, None))(xs, coeffs)  # doctest: +SKIP
+        """
+        from ppl.combinators import Vmap
+
+        return Vmap(self, in_axes, axis_size)
+
+    def repeat(self, n):
+        """``n`` independent runs on the same arguments."""
+        from ppl.combinators import Vmap
+
+        return Vmap(self, None, n)
+
+    def scan(self, length=None):
+        """A Markov chain: ``gf(carry, x) -> (carry, y)`` over ``length`` steps;
+        the scanned function takes ``(init_carry, xs)``."""
+        from ppl.combinators import Scan
+
+        return Scan(self, length)
+
+
+@jit_gfi()
+def _simulate(gf, key, args):
+    edit = gf._edit(key, args, None, None, NONE, ())
+    return Trace(edit.choices, edit.retval, args, edit.log_density)
+
+
+@jit_gfi(constraints_arg=0)
+def _assess(gf, choices, args):
+    edit = gf._edit(None, args, choices, None, NONE, ())
+    return edit.log_density, edit.retval
+
+
+@jit_gfi(constraints_arg=1)
+def _generate(gf, key, constraints, args):
+    edit = gf._edit(key, args, constraints, None, NONE, ())
+    return Trace(edit.choices, edit.retval, args, edit.log_density), edit.kept_log_density
+
+
+def _score_previous(gf, trace):
+    from ppl.validation import no_support_checks
+
+    with no_support_checks():
+        return gf._edit(None, trace.args, trace.choices, None, NONE, ())
+
+
+def _discard(trace, constraints, new_choices):
+    """Old values the edit overwrote (constrained) or no longer visits."""
+    old, new = _flat_leaves(trace.choices), _flat_leaves(new_choices)
+    constrained = _flat_leaves(constraints) if constraints else {}
+    return _nest({p: v for p, v in old.items() if p in constrained or p not in new})
+
+
+def _nest(flat):
+    out = {}
+    for path, value in flat.items():
+        if path == ():
+            return value
+        node = out
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return out
+
+
+@jit_gfi(constraints_arg=2)
+def _update(gf, key, trace, constraints, args):
+    old = _score_previous(gf, trace)
+    edit = gf._edit(key, args, constraints, Prev(trace.choices, old.used), NONE, ())
+    new_trace = Trace(edit.choices, edit.retval, args, edit.log_density)
+    return new_trace, edit.kept_log_density - trace.log_density, _discard(trace, constraints, edit.choices)
+
+
+@jit_gfi()
+def _regenerate(gf, key, trace, selection, args):
+    old = _score_previous(gf, trace)
+    edit = gf._edit(key, args, None, Prev(trace.choices, old.used), selection, ())
+    new_used = _flat_leaves(edit.used)
+    reverse = 0.0
+    for path, log_density in _flat_leaves(old.site_log_densities).items():
+        old_used = _flat_leaves(old.used)[path]
+        redrawn = selection.contains(path) if path else selection.everything
+        dropped = jnp.logical_not(new_used[path]) if path in new_used else True
+        moved = jnp.logical_and(old_used, jnp.logical_or(redrawn, dropped))
+        reverse = reverse + jnp.sum(jnp.where(moved, log_density, 0.0))
+    new_trace = Trace(edit.choices, edit.retval, args, edit.log_density)
+    return new_trace, edit.kept_log_density - trace.log_density + reverse

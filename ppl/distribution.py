@@ -1,0 +1,81 @@
+"""A NumPyro distribution as a generative function: its only choice is its value."""
+
+import jax
+import jax.numpy as jnp
+from numpyro.distributions import Distribution, ImproperUniform
+
+from ppl.core import Edit, GenerativeFunction
+from ppl.errors import AddressError, check_constraint_value, check_support, format_address
+from ppl.primitives import bind_sample
+from ppl.validation import is_static_support, register_support_check
+
+__all__ = ["DistributionGF", "as_gen"]
+
+
+class DistributionGF(GenerativeFunction):
+    """``ppl.as_gen(dist.Normal(0.0, 1.0))``: choices are the bare value."""
+
+    def __init__(self, distribution):
+        if not isinstance(distribution, Distribution):
+            raise TypeError(f"expected a NumPyro distribution, got {type(distribution).__name__}")
+        self.distribution = distribution
+
+    def __repr__(self):
+        return f"as_gen({self.distribution!r})"
+
+    def _edit(self, key, args, constraints, prev, selection, path):
+        if args:
+            raise TypeError(f"address {format_address(path)!r}: a distribution takes no arguments, got {args!r}")
+        distribution = self.distribution
+        fresh = False
+        if constraints is not None:
+            value = check_constraint_value(constraints, distribution, path)
+        elif prev is not None and not selection.everything:
+            value, fresh = prev.choices, False
+            if prev.used is not True:  # a previous switch branch may not have made this choice
+                value = jnp.where(prev.used, value, draw(key, distribution, path))
+                fresh = jnp.logical_not(prev.used)
+        else:
+            value, fresh = draw(key, distribution, path), True
+        log_density = jnp.sum(distribution.log_prob(value))
+        if constraints is not None:
+            log_density = _mask_support(value, distribution, log_density, path)
+        kept = 0.0 if fresh is True else (log_density if fresh is False else jnp.where(fresh, 0.0, log_density))
+        return Edit(value, True, log_density, value, log_density, kept)
+
+
+def draw(key, distribution, path):
+    address = format_address(path)
+    if key is None:
+        raise AddressError(f"no value for address {address!r}: assess needs a value for every choice")
+    if isinstance(distribution, ImproperUniform):
+        raise ValueError(
+            f"address {address!r} has an improper prior ({type(distribution).__name__}): it cannot be "
+            "simulated; constrain it (generate/assess) or let inference move it (MCMC, VI)"
+        )
+    try:
+        return bind_sample(key, distribution, path)
+    except NotImplementedError as error:
+        raise ValueError(f"address {address!r}: {type(distribution).__name__} cannot be sampled") from error
+
+
+def _mask_support(value, distribution, log_density, path):
+    support = distribution.support
+    if not is_static_support(support):
+        return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)
+    if isinstance(value, jax.core.Tracer):
+        register_support_check(path, support)
+        return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)
+    check_support(value, support, path)
+    return log_density
+
+
+def as_gen(distribution):
+    """A distribution as a generative function (choices = its value).
+
+    >>> import jax, ppl
+    >>> from ppl import dist
+    >>> ppl.as_gen(dist.Normal(0.0, 1.0)).assess(0.0, ())[0]  # doctest: +ELLIPSIS
+    Array(-0.918..., dtype=float32)
+    """
+    return DistributionGF(distribution)

@@ -1,0 +1,48 @@
+"""``jit_gfi``: compile a GFI entry point once per argument signature.
+
+Array leaves of the inputs are traced; Python scalars, strings, callables and
+generative functions stay static (usable in shapes and Python control flow
+inside models), so no wrapper type such as GenJAX's ``Const`` is needed.
+"""
+
+import functools
+
+import jax
+
+from ppl.trace import join_static, split_static
+from ppl.validation import collect_support_checks, run_support_checks
+
+__all__ = ["jit_gfi"]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run(fn, description, *dynamic):
+    return fn(*join_static(dynamic, description))
+
+
+def _signature(dynamic):
+    return tuple((getattr(x, "shape", ()), str(getattr(x, "dtype", type(x)))) for x in dynamic)
+
+
+def jit_gfi(constraints_arg=None):
+    """Decorate ``fn(gf, *inputs)``; ``inputs[constraints_arg]`` holds the
+    user's constraints, whose support checks run on every call."""
+
+    def decorate(fn):
+        checks_by_signature = {}
+
+        @functools.wraps(fn)
+        def wrapper(*inputs):
+            dynamic, description = split_static(inputs)
+            with collect_support_checks() as collected:
+                out = _run(fn, description, *dynamic)
+            signature = (description, _signature(dynamic))
+            if collected:
+                checks_by_signature[signature] = collected
+            if constraints_arg is not None:
+                run_support_checks(checks_by_signature.get(signature, ()), inputs[constraints_arg + 1])
+            return out
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,61 @@
+"""Support checks of observed values, run on the concrete values a user passes.
+
+Shapes and dtypes are checked at trace time, where they are known. Whether an
+observed value lies in its distribution's support depends on the value, which
+under ``jax.jit`` is not known while tracing. So each constrained choice whose
+support does not depend on traced parameters registers ``(address, support)``
+while being traced; the GFI entry points keep that list per compiled
+signature and check the concrete constraints against it on every call.
+Values that are only ever traced (inside a user's ``jit``) get a log density
+of ``-inf`` outside the support instead, never a silently wrong number.
+"""
+
+import contextlib
+import contextvars
+
+import jax
+
+from ppl.choicemap import get
+from ppl.errors import check_support
+
+__all__ = ["register_support_check", "collect_support_checks", "no_support_checks", "run_support_checks"]
+
+_collectors = contextvars.ContextVar("ppl_support_collectors", default=())
+_disabled = contextvars.ContextVar("ppl_support_disabled", default=False)
+
+
+def is_static_support(support):
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(support))
+
+
+def register_support_check(path, support):
+    if not _disabled.get():
+        for collector in _collectors.get():
+            collector.append((tuple(path), support))
+
+
+@contextlib.contextmanager
+def collect_support_checks():
+    checks = []
+    token = _collectors.set(_collectors.get() + (checks,))
+    try:
+        yield checks
+    finally:
+        _collectors.reset(token)
+
+
+@contextlib.contextmanager
+def no_support_checks():
+    token = _disabled.set(True)
+    try:
+        yield
+    finally:
+        _disabled.reset(token)
+
+
+def run_support_checks(checks, constraints):
+    for path, support in checks:
+        value = get(constraints, path) if path else constraints
+        if value is None or isinstance(value, (dict, jax.core.Tracer)):
+            continue
+        check_support(value, support, path)
