@@ -28,6 +28,7 @@ __all__ = [
     "mlir",
     "trace_state",
     "JIT_PRIMITIVES",
+    "sub_jaxprs",
 ]
 
 # The name of the nested-jit primitive changed from "pjit" to "jit".
@@ -38,3 +39,10 @@ def trace_state():
     """An opaque token that changes whenever JAX starts a new trace (jit, vmap,
     grad, lax.cond/scan/while bodies...). Compared by equality."""
     return get_opaque_trace_state(convention="flax")
+
+
+def sub_jaxprs(params):
+    """The jaxprs inside an equation's parameters (cond branches, scan bodies...)."""
+    from jax.extend.core import jaxprs_in_params
+
+    return list(jaxprs_in_params(params))
