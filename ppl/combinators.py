@@ -13,6 +13,7 @@ from numpyro.distributions import Categorical, Distribution
 from ppl.choicemap import NONE, tree_paths
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
+from ppl.primitives import active_mask, scan_level, vmap_level
 from ppl.errors import AddressError, ConstraintError, format_address, unknown_addresses_error
 from ppl.gen import gen, sample
 from ppl.trace import join_static, split_static
@@ -97,7 +98,8 @@ class Vmap(GenerativeFunction):
             return self.gf._edit(k, a, c, p, selection, path)
 
         mapper = lambda f: jax.vmap(f, in_axes=(0, axes, 0, 0), axis_size=n)
-        edit = _mapped(one, mapper)(keys, tuple(args), constraints, prev_dynamic)
+        with vmap_level():
+            edit = _mapped(one, mapper)(keys, tuple(args), constraints, prev_dynamic)
         return edit._replace(log_density=jnp.sum(edit.log_density), kept_log_density=jnp.sum(edit.kept_log_density))
 
 
@@ -147,7 +149,8 @@ class Scan(GenerativeFunction):
             dynamic, cell["description"] = split_static(edit)
             return new_carry, dynamic
 
-        final, dynamic = lax.scan(body, init, (keys, xs, constraints, prev_dynamic), length=steps)
+        with scan_level():
+            final, dynamic = lax.scan(body, init, (keys, xs, constraints, prev_dynamic), length=steps)
         edit = join_static(dynamic, cell["description"])
         return edit._replace(
             retval=(final, edit.retval),
@@ -206,7 +209,8 @@ class Switch(GenerativeFunction):
         return structures, dict(sorted(union.items()))
 
     def _edit(self, key, args, constraints, prev, selection, path):
-        index, args = jnp.asarray(args[0]).astype(jnp.int32), tuple(args[1:])
+        index = jnp.clip(jnp.asarray(args[0]).astype(jnp.int32), 0, len(self.branches) - 1)
+        args = tuple(args[1:])
         structures, union = self._structures(args, path)
         given = _flat(constraints) if constraints is not None else {}
         unknown = {format_address(p) for p in given if p not in union}
@@ -214,11 +218,12 @@ class Switch(GenerativeFunction):
             raise unknown_addresses_error(unknown, [format_address(p) for p in union], path)
         static_used = {}
 
-        def branch_fn(structure, branch):
+        def branch_fn(number, structure, branch):
             def run():
                 pick = lambda flat: _nest({p: v for p, v in flat.items() if p in structure}) if flat else None
                 sub_prev = None if prev is None else Prev(pick(_flat(prev.choices)), pick(_flat(prev.used)))
-                with no_support_checks():  # padded values of branches not taken fail them
+                # Padded values of branches not taken would fail support checks.
+                with no_support_checks(), active_mask(index == number):
                     edit = branch._edit(key, args, pick(given), sub_prev, selection, path)
                 choices, used, lps = _flat(edit.choices), _flat(edit.used), _flat(edit.site_log_densities)
                 for p in union:
@@ -235,8 +240,8 @@ class Switch(GenerativeFunction):
 
             return run
 
-        runs = [branch_fn(s, b) for s, b in zip(structures, self.branches)]
-        edit = lax.switch(jnp.clip(index, 0, len(runs) - 1), runs)
+        runs = [branch_fn(k, s, b) for k, (s, b) in enumerate(zip(structures, self.branches))]
+        edit = lax.switch(index, runs)
         used = _flat(edit.used)
         used = {p: True if all(static_used[p]) else v for p, v in used.items()}
         return edit._replace(used=_nest(used))

@@ -20,6 +20,7 @@ from ppl._jax import trace_state
 from ppl.choicemap import NONE
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
+from ppl.primitives import bind_factor
 from ppl.errors import AddressError, check_address_name, control_flow_error, format_address, unknown_addresses_error
 
 __all__ = ["gen", "Gen", "sample", "factor", "site_key"]
@@ -86,7 +87,7 @@ class _Handler:
 
     def factor(self, name, log_weight):
         self._claim(name)
-        log_weight = jnp.asarray(log_weight)
+        log_weight = bind_factor(log_weight, self.path + (name,))
         total = jnp.sum(log_weight)
         self.sites[name] = Edit(log_weight, True, jnp.zeros(()), log_weight, total, total)
         self.log_density = self.log_density + total

@@ -1,8 +1,11 @@
 """The random-choice primitive: ``sample_p``.
 
 Every random choice a generative function makes is bound as ``sample_p`` with
-its key, the leaves of its distribution, its full address and the
-distribution's tree structure. Run directly, it lowers to the distribution's
+its key, whether it is *active*, the leaves of its distribution, its full
+address and the distribution's tree structure. A choice is inactive in the
+branches of a ``ppl.switch`` that were not taken: under ``jax.vmap`` a switch
+becomes a select that runs every branch, and ``active`` is what tells an
+interpreter which branch's choices count. Run directly, it lowers to the distribution's
 own sampler, so models compile to the same XLA as hand-written JAX. Staged
 (``jax.make_jaxpr``), it is the one place a transformation must look at to find
 a random choice and the distribution it comes from.
@@ -12,6 +15,8 @@ Under ``jax.vmap`` the primitive is re-bound with one more *level*
 per level (outermost first), exactly like a vectorised choice in a trace.
 """
 
+import contextlib
+import contextvars
 from typing import Any, NamedTuple
 
 import jax
@@ -19,7 +24,21 @@ import jax.numpy as jnp
 
 from ppl._jax import Primitive, ad, batching, mlir
 
-__all__ = ["sample_p", "DistributionSpec", "bind_sample", "sample_function", "log_prob_function"]
+__all__ = [
+    "sample_p",
+    "DistributionSpec",
+    "bind_sample",
+    "sample_function",
+    "log_prob_function",
+    "active_function",
+    "active_mask",
+    "vmap_level",
+    "scan_level",
+    "step_axis",
+    "factor_p",
+    "bind_factor",
+    "factor_total_function",
+]
 
 
 class DistributionSpec:
@@ -66,51 +85,110 @@ def _vectorise(fn, levels, value_first):
 
 
 def sample_function(spec, levels):
-    """``(key, *leaves) -> value`` for a (possibly vectorised) choice."""
-    return _vectorise(lambda key, *leaves: spec.rebuild(leaves).sample(key), levels, False)
+    """``(key, active, *leaves) -> value`` for a (possibly vectorised) choice."""
+    return _vectorise(lambda key, active, *leaves: spec.rebuild(leaves).sample(key), levels, False)
 
 
 def log_prob_function(spec, levels):
-    """``(value, *leaves) -> log density`` summed over every axis."""
+    """``(value, active, *leaves) -> log density`` of the active elements, summed."""
 
-    def one(value, *leaves):
-        return jnp.sum(spec.rebuild(leaves).log_prob(value))
+    def one(value, active, *leaves):
+        return jnp.where(active, jnp.sum(spec.rebuild(leaves).log_prob(value)), 0.0)
 
-    return lambda value, *leaves: jnp.sum(_vectorise(one, levels, True)(value, *leaves))
+    return lambda value, *rest: jnp.sum(_vectorise(one, levels, True)(value, *rest))
+
+
+def active_function(levels):
+    """``(value, active) -> active`` broadcast to one flag per element of the levels."""
+    return _vectorise(lambda value, active: jnp.asarray(active, bool), [l._replace(leaf_axes=l.leaf_axes[:1]) for l in levels], True)
 
 
 sample_p = Primitive("ppl_sample")
 
+_active = contextvars.ContextVar("ppl_active", default=True)
+_vmap_depth = contextvars.ContextVar("ppl_vmap_depth", default=0)
+_scan_entries = contextvars.ContextVar("ppl_scan_entries", default=())
 
-def _impl(key, *leaves, address, spec, levels):
-    return sample_function(spec, levels)(key, *leaves)
+
+class Placement(NamedTuple):
+    """Where a choice sits among the combinators: how many ``Vmap``s enclose
+    it, and for each enclosing ``Scan`` (outermost first) how many ``Vmap``s
+    enclosed that scan. A staged ``vmap(scan)`` and ``scan(vmap)`` look alike;
+    this tells an interpreter where the step axis goes."""
+
+    vmap_depth: int
+    scan_entries: tuple
 
 
-def _abstract_eval(key, *leaves, address, spec, levels):
+def placement():
+    return Placement(_vmap_depth.get(), _scan_entries.get())
+
+
+@contextlib.contextmanager
+def vmap_level():
+    token = _vmap_depth.set(_vmap_depth.get() + 1)
+    try:
+        yield
+    finally:
+        _vmap_depth.reset(token)
+
+
+@contextlib.contextmanager
+def scan_level():
+    token = _scan_entries.set(_scan_entries.get() + (_vmap_depth.get(),))
+    try:
+        yield
+    finally:
+        _scan_entries.reset(token)
+
+
+def step_axis(placement, num_levels, scan_index):
+    """The axis of a choice's value that the ``scan_index``-th enclosing scan stacks along."""
+    return num_levels - (placement.vmap_depth - placement.scan_entries[scan_index])
+
+
+@contextlib.contextmanager
+def active_mask(flag):
+    """Mark the choices made inside as active only where ``flag`` holds
+    (``ppl.switch`` runs each branch under ``index == k``)."""
+    token = _active.set(jnp.logical_and(_active.get(), flag))
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
+def _impl(key, active, *leaves, address, spec, levels, placement):
+    return sample_function(spec, levels)(key, active, *leaves)
+
+
+def _abstract_eval(key, active, *leaves, address, spec, levels, placement):
     out = jax.eval_shape(
         sample_function(spec, levels),
         jax.ShapeDtypeStruct(key.shape, key.dtype),
+        jax.ShapeDtypeStruct(active.shape, active.dtype),
         *[jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves],
     )
     return jax.core.ShapedArray(out.shape, out.dtype)
 
 
-def _batch(args, dims, *, address, spec, levels):
+def _batch(args, dims, *, address, spec, levels, placement):
     key_dim, leaf_dims = dims[0], dims[1:]
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     axis = lambda d: d
     level = Level(axis(key_dim), tuple(axis(d) for d in leaf_dims), size)
-    out = sample_p.bind(*args, address=address, spec=spec, levels=levels + (level,))
+    out = sample_p.bind(*args, address=address, spec=spec, levels=levels + (level,), placement=placement)
     return out, 0
 
 
-def _jvp(primals, tangents, *, address, spec, levels):
-    key, leaves = primals[0], primals[1:]
-    value = sample_p.bind(*primals, address=address, spec=spec, levels=levels)
-    leaf_tangents = [ad.instantiate_zeros(t) for t in tangents[1:]]
+def _jvp(primals, tangents, *, address, spec, levels, placement):
+    key, active, leaves = primals[0], primals[1], primals[2:]
+    value = sample_p.bind(*primals, address=address, spec=spec, levels=levels, placement=placement)
+    leaf_tangents = [ad.instantiate_zeros(t) for t in tangents[2:]]
     if not leaves:
         return value, ad.Zero.from_primal_value(value)
-    _, tangent = jax.jvp(lambda *ls: sample_function(spec, levels)(key, *ls), tuple(leaves), tuple(leaf_tangents))
+    sample = sample_function(spec, levels)
+    _, tangent = jax.jvp(lambda *ls: sample(key, active, *ls), tuple(leaves), tuple(leaf_tangents))
     return value, tangent
 
 
@@ -121,7 +199,66 @@ ad.primitive_jvps[sample_p] = _jvp
 mlir.register_lowering(sample_p, mlir.lower_fun(_impl, multiple_results=False))
 
 
-def bind_sample(key, distribution, address):
+def bind_sample(key, distribution, address, active=True):
     """Draw from ``distribution`` with ``key`` as the choice at ``address`` (a tuple)."""
     leaves, spec = flatten_distribution(distribution)
-    return sample_p.bind(key, *leaves, address=tuple(address), spec=spec, levels=())
+    active = jnp.logical_and(_active.get(), active)
+    return sample_p.bind(key, active, *leaves, address=tuple(address), spec=spec, levels=(), placement=placement())
+
+
+# ``factor_p``: a term added to the log density (``ppl.factor``). Its value is
+# its input; it exists so a staged program shows where the density is touched.
+factor_p = Primitive("ppl_factor")
+
+
+def factor_function(levels):
+    """``(active, log_weight) -> log_weight`` with the levels' axes leading."""
+    fn = lambda active, log_weight: log_weight
+    for level in levels:
+        fn = jax.vmap(fn, in_axes=level.leaf_axes, axis_size=level.axis_size)
+    return fn
+
+
+def factor_total_function(levels):
+    """``(active, log_weight) -> total`` over the active elements."""
+    fn = lambda active, log_weight: jnp.where(active, jnp.sum(log_weight), 0.0)
+    for level in levels:
+        fn = jax.vmap(fn, in_axes=level.leaf_axes, axis_size=level.axis_size)
+    return lambda active, log_weight: jnp.sum(fn(active, log_weight))
+
+
+def _factor_impl(active, log_weight, *, address, levels, placement):
+    return factor_function(levels)(active, log_weight)
+
+
+def _factor_abstract_eval(active, log_weight, *, address, levels, placement):
+    shape = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (active, log_weight)]
+    out = jax.eval_shape(factor_function(levels), *shape)
+    return jax.core.ShapedArray(out.shape, out.dtype)
+
+
+def _factor_batch(args, dims, *, address, levels, placement):
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    level = Level(None, tuple(dims), size)
+    return factor_p.bind(*args, address=address, levels=levels + (level,), placement=placement), 0
+
+
+def _factor_jvp(primals, tangents, *, address, levels, placement):
+    out = factor_p.bind(*primals, address=address, levels=levels, placement=placement)
+    tangent = ad.instantiate_zeros(tangents[1])
+    return out, factor_function(levels)(primals[0], tangent)
+
+
+factor_p.def_impl(_factor_impl)
+factor_p.def_abstract_eval(_factor_abstract_eval)
+batching.primitive_batchers[factor_p] = _factor_batch
+ad.primitive_jvps[factor_p] = _factor_jvp
+mlir.register_lowering(factor_p, mlir.lower_fun(_factor_impl, multiple_results=False))
+
+
+def bind_factor(log_weight, address):
+    """Mark ``log_weight`` as the factor at ``address`` (a tuple)."""
+    log_weight = jnp.asarray(log_weight)
+    if not jnp.issubdtype(log_weight.dtype, jnp.floating):
+        log_weight = log_weight.astype(jnp.float32)
+    return factor_p.bind(_active.get() & jnp.bool_(True), log_weight, address=tuple(address), levels=(), placement=placement())

@@ -1,0 +1,11 @@
+"""Program transformations: ``import ppl.transforms``.
+
+``stage`` turns a generative function into a jaxpr whose random choices are
+``sample_p`` equations; ``interpret`` / ``run_staged`` run such a program back
+with GFI semantics.
+"""
+
+from ppl.transforms.interpret import Recorder, StagedRun, interpret, run_staged
+from ppl.transforms.stage import StagedProgram, sample_sites, stage
+
+__all__ = ["stage", "StagedProgram", "sample_sites", "interpret", "run_staged", "Recorder", "StagedRun"]
