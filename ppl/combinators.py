@@ -160,7 +160,7 @@ class Scan(GenerativeFunction):
 
 
 def _as_gf(branch):
-    return DistributionGF(branch) if isinstance(branch, Distribution) else branch
+    return DistributionGF(branch, ignore_args=True) if isinstance(branch, Distribution) else branch
 
 
 def _flat(tree):
@@ -206,6 +206,11 @@ class Switch(GenerativeFunction):
                         f"shapes/dtypes: {union[sub].shape} {union[sub].dtype} and {leaf.shape} {leaf.dtype}"
                     )
                 union.setdefault(sub, leaf)
+        if () in union and len(union) > 1:
+            raise AddressError(
+                f"address {format_address(path)!r}: one branch makes a single choice there (a distribution) and "
+                "another makes nested choices; branches sharing an address must agree on its structure"
+            )
         return structures, dict(sorted(union.items()))
 
     def _edit(self, key, args, constraints, prev, selection, path):

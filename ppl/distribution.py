@@ -15,16 +15,17 @@ __all__ = ["DistributionGF", "as_gen"]
 class DistributionGF(GenerativeFunction):
     """``ppl.as_gen(dist.Normal(0.0, 1.0))``: choices are the bare value."""
 
-    def __init__(self, distribution):
+    def __init__(self, distribution, ignore_args=False):
         if not isinstance(distribution, Distribution):
             raise TypeError(f"expected a NumPyro distribution, got {type(distribution).__name__}")
         self.distribution = distribution
+        self.ignore_args = ignore_args  # as a branch of a switch, which passes every branch the same args
 
     def __repr__(self):
         return f"as_gen({self.distribution!r})"
 
     def _edit(self, key, args, constraints, prev, selection, path):
-        if args:
+        if args and not self.ignore_args:
             raise TypeError(f"address {format_address(path)!r}: a distribution takes no arguments, got {args!r}")
         distribution = self.distribution
         fresh = False

@@ -104,7 +104,8 @@ def check_finite_arguments(args, name="args"):
             if isinstance(leaf, float) and not np.isfinite(leaf):
                 raise ValueError(f"{name}{jax.tree_util.keystr(key_path)} is {leaf}: arguments must be finite")
             continue
-        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
+        # numpy, not jnp: a concrete array closed over by a user's jit would become a tracer in jnp ops.
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.all(np.isfinite(np.asarray(leaf))):
             raise ValueError(
                 f"{name}{jax.tree_util.keystr(key_path)} (shape {tuple(leaf.shape)}) contains NaN or "
                 "infinite values: arguments must be finite"

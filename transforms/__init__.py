@@ -6,6 +6,6 @@ with GFI semantics.
 """
 
 from ppl.transforms.interpret import Recorder, StagedRun, interpret, run_staged
-from ppl.transforms.stage import StagedProgram, sample_sites, stage
+from ppl.transforms.stage import StagedProgram, choice_sites, sample_sites, stage
 
-__all__ = ["stage", "StagedProgram", "sample_sites", "interpret", "run_staged", "Recorder", "StagedRun"]
+__all__ = ["stage", "StagedProgram", "sample_sites", "choice_sites", "interpret", "run_staged", "Recorder", "StagedRun"]

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, Jaxpr, dce_jaxpr, sub_jaxprs
+from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, dce_jaxpr, sub_jaxprs
 from ppl.primitives import factor_p, sample_p
 from ppl.trace import join_static, split_static
 
@@ -63,7 +63,7 @@ def _inline_jit(jaxpr):
     if inner.consts or list(eqn.invars) != list(jaxpr.invars) or any(id(v) not in position for v in jaxpr.outvars):
         return jaxpr
     outvars = [inner.jaxpr.outvars[position[id(v)]] for v in jaxpr.outvars]
-    return Jaxpr(inner.jaxpr.constvars, inner.jaxpr.invars, outvars, inner.jaxpr.eqns, inner.jaxpr.effects)
+    return inner.jaxpr.replace(outvars=outvars, debug_info=jaxpr.debug_info)
 
 
 def sample_sites(jaxpr):
