@@ -1,28 +1,63 @@
 """Importance sampling: likelihood weighting or a custom proposal."""
 
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 import ppl
 from ppl.jit import jit_gfi
+from ppl.transforms import depends_on_first_input
 
 __all__ = ["importance", "ImportanceResult"]
 
 
-class ImportanceResult(NamedTuple):
-    """Weighted particles. ``traces`` is a vectorised trace (a leading particle
-    axis on every choice; arguments shared); ``log_weights`` are unnormalised."""
+@jax.tree_util.register_pytree_node_class
+class ImportanceResult:
+    """Weighted particles: ``traces`` (a vectorised trace: a leading particle
+    axis on every choice) and unnormalised ``log_weights``.
 
-    traces: Any
-    log_weights: jax.Array
+    Choices that are the same for every particle (the observations, and
+    anything computed from the arguments alone) are stored once; ``traces``
+    broadcasts them when asked, ``estimate`` and ``resample`` never need to.
+    """
+
+    def __init__(self, particles, log_weights, args, shared):
+        self.particles = particles  # a Trace without args whose shared leaves have no particle axis
+        self.log_weights = log_weights
+        self.args = args
+        self.shared = shared  # per leaf of `particles`: stored once?
+
+    def tree_flatten(self):
+        # A Trace keeps the Python values among the arguments static.
+        return (self.particles, self.log_weights, ppl.Trace(None, None, self.args, None)), self.shared
+
+    @classmethod
+    def tree_unflatten(cls, shared, children):
+        particles, log_weights, holder = children
+        return cls(particles, log_weights, holder.args, shared)
+
+    @property
+    def num_particles(self):
+        return self.log_weights.shape[-1]
+
+    def _broadcast(self, n, index=None):
+        leaves, treedef = jax.tree.flatten(self.particles)
+        out = [
+            jnp.broadcast_to(leaf, (n,) + jnp.shape(leaf)) if shared else (leaf if index is None else leaf[index])
+            for leaf, shared in zip(leaves, self.shared)
+        ]
+        particles = jax.tree.unflatten(treedef, out)
+        return ppl.Trace(particles.choices, particles.retval, self.args, particles.log_density)
+
+    @property
+    def traces(self):
+        """The particles as a vectorised ``ppl.Trace`` (shared choices broadcast)."""
+        return self._broadcast(self.num_particles)
 
     @property
     def log_marginal_likelihood(self):
-        """log (1/N sum_i w_i): an unbiased estimate of p(observations) in log space."""
-        return logsumexp(self.log_weights) - jnp.log(self.log_weights.shape[0])
+        """log (1/N sum_i w_i): its exponential is an unbiased estimate of p(observations)."""
+        return logsumexp(self.log_weights) - jnp.log(self.num_particles)
 
     @property
     def normalized_weights(self):
@@ -38,14 +73,19 @@ class ImportanceResult(NamedTuple):
 
         >>> result.estimate(lambda c: c["coeffs"])  # doctest: +SKIP
         """
-        values = jax.vmap(fn)(self.traces.choices)
+        choices_axes = self._axes().choices
+        values = jax.vmap(fn, in_axes=(choices_axes,))(self.particles.choices)
         weights = self.normalized_weights.reshape((-1,) + (1,) * (jnp.ndim(values) - 1))
         return jnp.sum(weights * values, axis=0)
+
+    def _axes(self):
+        leaves, treedef = jax.tree.flatten(self.particles)
+        return jax.tree.unflatten(treedef, [None if shared else 0 for shared in self.shared])
 
     def resample(self, key, n):
         """Sampling importance resampling: ``n`` traces drawn in proportion to the weights."""
         index = jax.random.categorical(key, self.log_weights, shape=(n,))
-        return self.traces[index]
+        return self._broadcast(n, index)
 
 
 def importance(key, model, args, observations, num_particles, proposal=None, proposal_args=(), chunk_size=65536):
@@ -84,11 +124,19 @@ def _importance(model, key, observations, args, num_particles, proposal, proposa
             constraints = ppl.merge(proposed.choices, observations)
             trace, log_weight = model.generate(model_key, constraints, args)
             log_weight = log_weight - proposed.log_density
-        return trace.choices, trace.retval, trace.log_density, log_weight
+        return ppl.Trace(trace.choices, trace.retval, (), trace.log_density), log_weight
 
+    # Outputs that do not depend on the particle's key are computed once.
+    trace_flags, _ = depends_on_first_input(particle, key)
+    flags, treedef = jax.tree.flatten(trace_flags)
+    varying = lambda k: [leaf for leaf, flag in zip(jax.tree.leaves(particle(k)[0]), flags) if flag] + [particle(k)[1]]
     keys = jax.random.split(key, num_particles)
     if num_particles <= chunk_size:
-        choices, retval, log_density, log_weights = jax.vmap(particle)(keys)
+        *batched, log_weights = jax.vmap(varying)(keys)
     else:
-        choices, retval, log_density, log_weights = jax.lax.map(particle, keys, batch_size=chunk_size)
-    return ImportanceResult(ppl.Trace(choices, retval, args, log_density), log_weights)
+        *batched, log_weights = jax.lax.map(varying, keys, batch_size=chunk_size)
+    once = jax.tree.leaves(particle(key)[0])
+    batched = iter(batched)
+    leaves = [next(batched) if flag else leaf for leaf, flag in zip(once, flags)]
+    particles = jax.tree.unflatten(treedef, leaves)
+    return ImportanceResult(particles, log_weights, args, tuple(not flag for flag in flags))

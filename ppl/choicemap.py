@@ -32,8 +32,9 @@ class Selection:
     __slots__ = ("paths", "everything")
 
     def __init__(self, paths=(), everything=False):
-        self.paths = frozenset(as_path(p) for p in paths)
-        self.everything = everything or () in self.paths
+        paths = frozenset(as_path(p) for p in paths)
+        self.everything = everything or () in paths
+        self.paths = frozenset() if self.everything else paths  # one form for "everything", for == and hash
 
     def sub(self, name):
         if self.everything:

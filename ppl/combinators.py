@@ -90,16 +90,20 @@ class Vmap(GenerativeFunction):
         axes = self._axes(args, path)
         n = self._size(args, axes, path)
         _leading(constraints, n, path, "the constrained value")
-        keys = None if key is None else jax.random.split(key, n)
         prev_dynamic, prev_description = _prev_parts(prev)
 
-        def one(k, a, c, p):
+        def one(element, a, c, p):
             p = None if prev_description is None else join_static(p, prev_description)
-            return self.gf._edit(k, a, c, p, selection, path)
+            # Every element gets the same key: sample_p draws a vmapped choice's
+            # elements jointly (independently) from it, as vectorised code would.
+            # The per-element `active` flag makes every choice batched, so even a
+            # choice whose parameters are shared is drawn once per element.
+            with active_mask(element):
+                return self.gf._edit(key, a, c, p, selection, path)
 
         mapper = lambda f: jax.vmap(f, in_axes=(0, axes, 0, 0), axis_size=n)
         with vmap_level():
-            edit = _mapped(one, mapper)(keys, tuple(args), constraints, prev_dynamic)
+            edit = _mapped(one, mapper)(jnp.ones((n,), bool), tuple(args), constraints, prev_dynamic)
         return edit._replace(log_density=jnp.sum(edit.log_density), kept_log_density=jnp.sum(edit.kept_log_density))
 
 

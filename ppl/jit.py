@@ -10,7 +10,7 @@ import functools
 import jax
 
 from ppl.trace import join_static, split_static
-from ppl.validation import collect_support_checks, run_support_checks
+from ppl.validation import collect_support_checks, register_support_check, run_support_checks
 
 __all__ = ["jit_gfi"]
 
@@ -39,6 +39,10 @@ def jit_gfi(constraints_arg=None):
             signature = (description, _signature(dynamic))
             if collected:
                 checks_by_signature[signature] = collected
+            else:  # JAX reused a cached trace, so the body did not run: replay its
+                # checks to any enclosing collector (e.g. importance around generate).
+                for path, support in checks_by_signature.get(signature, ()):
+                    register_support_check(path, support)
             if constraints_arg is not None:
                 run_support_checks(checks_by_signature.get(signature, ()), inputs[constraints_arg + 1])
             return out

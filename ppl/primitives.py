@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppl._jax import Primitive, ad, batching, mlir
 
@@ -45,11 +46,14 @@ class DistributionSpec:
     """The static part of a distribution: its pytree structure (hashable by repr,
     since NumPyro puts dicts in its aux data)."""
 
-    __slots__ = ("treedef", "_key")
+    __slots__ = ("treedef", "_key", "node_type", "example_leaves", "exact")
 
-    def __init__(self, treedef):
+    def __init__(self, treedef, node_type=None, example_leaves=()):
         self.treedef = treedef
         self._key = repr(treedef)
+        self.node_type = node_type
+        self.example_leaves = [jax.ShapeDtypeStruct(np.shape(l), jnp.result_type(l)) for l in example_leaves]
+        self.exact = None  # whether the constructor rebuilds it exactly; found on first use
 
     def rebuild(self, leaves):
         return jax.tree.unflatten(self.treedef, leaves)
@@ -65,16 +69,23 @@ class DistributionSpec:
 
 
 class Level(NamedTuple):
+    """One ``vmap`` around a choice. ``joint`` levels come from ppl's ``Vmap``
+    combinator, which passes every element the same key: the elements are
+    then drawn jointly (independently, from that one key), as a hand-written
+    vectorised sampler would, instead of deriving a key per element."""
+
     key_axis: Any
     leaf_axes: tuple
     axis_size: int
+    joint: bool = False
 
 
 def flatten_distribution(distribution):
     leaves, treedef = jax.tree.flatten(distribution)
     if len(leaves) == 1 and leaves[0] is distribution:  # not a pytree: close over it
         return [], DistributionSpec(treedef)
-    return [jnp.asarray(leaf) for leaf in leaves], DistributionSpec(treedef)
+    leaves = [jnp.asarray(leaf) for leaf in leaves]
+    return leaves, DistributionSpec(treedef, type(distribution), leaves)
 
 
 def _vectorise(fn, levels, value_first):
@@ -86,7 +97,99 @@ def _vectorise(fn, levels, value_first):
 
 def sample_function(spec, levels):
     """``(key, active, *leaves) -> value`` for a (possibly vectorised) choice."""
-    return _vectorise(lambda key, active, *leaves: spec.rebuild(leaves).sample(key), levels, False)
+    fn = lambda key, active, *leaves: spec.rebuild(leaves).sample(key)
+    for depth, level in enumerate(levels):
+        batched = _batched_sampler(spec, level) if level.joint and depth == 0 else None
+        if batched is not None:
+            fn = batched
+        elif level.joint:  # one key per element, split from the shared key
+            fn = _split_keys(fn, level)
+        else:
+            fn = jax.vmap(fn, in_axes=(level.key_axis, *level.leaf_axes), axis_size=level.axis_size)
+    return fn
+
+
+def _split_keys(fn, level):
+    mapped = jax.vmap(fn, in_axes=(0, *level.leaf_axes), axis_size=level.axis_size)
+    return lambda key, *rest: mapped(jax.random.split(key, level.axis_size), *rest)
+
+
+def _batched_sampler(spec, level):
+    """Draw all elements of a level at once from one batched distribution,
+    when the distribution is rebuilt exactly by its constructor from its
+    ``arg_constraints`` (Normal, Bernoulli, Gamma, Categorical, ...)."""
+    leaf_axes, size = level.leaf_axes[1:], level.axis_size
+
+    def parameters(*leaves):
+        distribution = spec.rebuild(leaves)
+        return {name: getattr(distribution, name) for name in distribution.arg_constraints}
+
+    def batched(leaves):
+        params = jax.vmap(parameters, in_axes=leaf_axes, axis_size=size)(*leaves)
+        # Keep the per-element parameters right-aligned against each other.
+        rank = max(jnp.ndim(p) for p in params.values()) - 1
+        pad = lambda p: p.reshape((size,) + (1,) * (rank + 1 - jnp.ndim(p)) + p.shape[1:])
+        return spec.node_type(**{k: pad(p) for k, p in params.items()}, validate_args=False)
+
+    def sample(key, active, *leaves):
+        return batched(leaves).sample(key)
+
+    if not _rebuilds_exactly(spec):
+        return None
+    return sample if _batch_shape_ok(spec, batched, level) else None
+
+
+def _batch_shape_ok(spec, batched, level):
+    """The batched distribution must be exactly ``axis_size`` copies of the element's."""
+    shapes = []
+
+    def probe(*leaves):
+        one = spec.rebuild(leaves)
+        shapes.append((tuple(one.batch_shape), tuple(one.event_shape)))
+        return jnp.zeros(())
+
+    jax.eval_shape(probe, *spec.example_leaves)
+    batched_leaves = [
+        jax.ShapeDtypeStruct(_with_axis(leaf.shape, axis, level.axis_size), leaf.dtype)
+        for leaf, axis in zip(spec.example_leaves, level.leaf_axes[1:])
+    ]
+
+    def probe_batched(*leaves):
+        many = batched(leaves)
+        shapes.append((tuple(many.batch_shape), tuple(many.event_shape)))
+        return jnp.zeros(())
+
+    try:
+        jax.eval_shape(probe_batched, *batched_leaves)
+    except Exception:  # parameters that do not broadcast this way
+        return False
+    (batch, event), (many_batch, many_event) = shapes
+    return many_batch == (level.axis_size,) + batch and many_event == event
+
+
+def _with_axis(shape, axis, size):
+    return tuple(shape) if axis is None else tuple(shape[:axis]) + (size,) + tuple(shape[axis:])
+
+
+def _rebuilds_exactly(spec):
+    if spec.exact is None:
+        try:
+            def check(*ls):
+                original = spec.rebuild(ls)
+                names = list(original.arg_constraints)
+                params = {n: getattr(original, n) for n in names}
+                copy = type(original)(**params, validate_args=original._validate_args)
+                return bool(names) and jax.tree.structure(copy) == jax.tree.structure(original)
+            spec.exact = _static_result(check, spec.example_leaves)
+        except Exception:  # a constructor that cannot take its own attributes
+            spec.exact = False
+    return spec.exact
+
+
+def _static_result(fn, shapes):
+    out = {}
+    jax.eval_shape(lambda *ls: out.setdefault("value", fn(*ls)) and None, *shapes)
+    return out["value"]
 
 
 def log_prob_function(spec, levels):
@@ -175,8 +278,9 @@ def _abstract_eval(key, active, *leaves, address, spec, levels, placement):
 def _batch(args, dims, *, address, spec, levels, placement):
     key_dim, leaf_dims = dims[0], dims[1:]
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-    axis = lambda d: d
-    level = Level(axis(key_dim), tuple(axis(d) for d in leaf_dims), size)
+    # Levels fill innermost first; the first `vmap_depth` are ppl's Vmap combinators.
+    joint = key_dim is None and len(levels) < placement.vmap_depth
+    level = Level(key_dim, tuple(leaf_dims), size, joint)
     out = sample_p.bind(*args, address=address, spec=spec, levels=levels + (level,), placement=placement)
     return out, 0
 

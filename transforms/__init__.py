@@ -6,6 +6,7 @@ with GFI semantics.
 """
 
 from ppl.transforms.interpret import Recorder, StagedRun, interpret, run_staged
+from ppl.transforms.dependence import depends_on_first_input
 from ppl.transforms.stage import StagedProgram, choice_sites, sample_sites, stage
 
-__all__ = ["stage", "StagedProgram", "sample_sites", "choice_sites", "interpret", "run_staged", "Recorder", "StagedRun"]
+__all__ = ["stage", "StagedProgram", "sample_sites", "choice_sites", "interpret", "run_staged", "Recorder", "StagedRun", "depends_on_first_input"]
