@@ -264,7 +264,12 @@ def switch(index, branches, *args):
 def cond(pred, true_branch, false_branch, *args):
     """``ppl.sample(addr, ppl.cond(pred, true_gf, false_gf, *args))``, like ``lax.cond``.
 
-    >>> y = ppl.sample("y", ppl.cond(is_outlier, outlier, inlier, x))  # doctest: +SKIP
+    >>> @ppl.gen
+    ... def point(x):
+    ...     is_outlier = ppl.sample("outlier", dist.Bernoulli(0.1))
+    ...     return ppl.sample("y", ppl.cond(is_outlier, dist.Normal(0.0, 10.0), dist.Normal(x, 0.1)))
+    >>> sorted(ppl.flatten(point.simulate(jax.random.key(0), (1.0,)).choices))
+    ['outlier', 'y']
     """
     return Call(Switch((false_branch, true_branch)), (jnp.asarray(pred).astype(jnp.int32), *args))
 
@@ -276,7 +281,9 @@ def mixture(components):
     component summed out, use NumPyro's ``dist.MixtureGeneral``.)
 
     >>> m = ppl.mixture([dist.Normal(0.0, 1.0), dist.Normal(5.0, 1.0)])
-    >>> trace = m.simulate(jax.random.key(0), (jnp.array([0.3, 0.7]),))  # doctest: +SKIP
+    >>> trace = m.simulate(jax.random.key(0), (jnp.array([0.3, 0.7]),))
+    >>> sorted(trace.choices)
+    ['component', 'value']
     """
     chooser = Switch(components)
 

@@ -110,7 +110,12 @@ class GenerativeFunction:
     def vmap(self, in_axes=0, axis_size=None):
         """Map over a leading axis of the arguments: choices gain a leading axis.
 
-        >>> point.vmap(in_axes=(0, None))(xs, coeffs)  # doctest: +SKIP
+        >>> @ppl.gen
+        ... def point(x, slope):
+        ...     return ppl.sample("y", dist.Normal(slope * x, 1.0))
+        >>> trace = point.vmap(in_axes=(0, None)).simulate(jax.random.key(0), (jnp.arange(4.0), 2.0))
+        >>> trace.choices["y"].shape
+        (4,)
         """
         from ppl.combinators import Vmap
 

@@ -223,7 +223,14 @@ def run_staged(program, key, args, constraints=None) -> StagedRun:
     """Interpret ``program`` with GFI ``generate`` semantics: constrained
     addresses take their values; ``log_weight`` is their log density.
 
-    >>> run = run_staged(stage(model, (xs,)), key, (xs,), {"ys": {"y": ys}})  # doctest: +SKIP
+    >>> @ppl.gen
+    ... def model(x):
+    ...     slope = ppl.sample("slope", dist.Normal(0.0, 1.0))
+    ...     return ppl.sample("y", dist.Normal(slope * x, 1.0))
+    >>> program = ppl.transforms.stage(model, (2.0,))
+    >>> run = run_staged(program, jax.random.key(0), (2.0,), {"y": 1.0})
+    >>> bool(jnp.allclose(run.log_weight, model.generate(jax.random.key(0), {"y": 1.0}, (2.0,))[1]))
+    True
     """
     flat = {}
     if constraints is not None:

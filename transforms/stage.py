@@ -37,8 +37,15 @@ class StagedProgram(NamedTuple):
 def stage(gf, args) -> StagedProgram:
     """Stage ``gf`` on ``args`` (arrays are traced, Python values stay static).
 
-    >>> program = ppl.transforms.stage(model, (xs,))  # doctest: +SKIP
-    >>> [site.params["address"] for site in ppl.transforms.sample_sites(program.jaxpr.jaxpr)]  # doctest: +SKIP
+    >>> @ppl.gen
+    ... def point(x, coeffs):
+    ...     return ppl.sample("y", dist.Normal(coeffs[0] + coeffs[1] * x, 0.1))
+    >>> @ppl.gen
+    ... def model(xs):
+    ...     coeffs = ppl.sample("coeffs", dist.Normal(0.0, 1.0).expand([2]))
+    ...     return ppl.sample("ys", point.vmap(in_axes=(0, None))(xs, coeffs))
+    >>> program = ppl.transforms.stage(model, (jnp.arange(3.0),))
+    >>> [site.params["address"] for site in ppl.transforms.sample_sites(program.jaxpr.jaxpr)]
     [('coeffs',), ('ys', 'y')]
     """
     dynamic, description = split_static(tuple(args))
