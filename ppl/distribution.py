@@ -61,14 +61,18 @@ def draw(key, distribution, path):
 
 
 def _mask_support(value, distribution, log_density, path):
+    """Concrete values are checked now; traced ones are registered for the
+    entry point to check, and get log density -inf outside the support (NumPyro
+    already does that when the distribution validates its arguments)."""
     support = distribution.support
-    if not is_static_support(support):
-        return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)
-    if isinstance(value, jax.core.Tracer):
+    if not isinstance(value, jax.core.Tracer):
+        check_support(value, support, path)
+        return log_density
+    if is_static_support(support):
         register_support_check(path, support)
-        return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)
-    check_support(value, support, path)
-    return log_density
+    if distribution._validate_args:
+        return log_density
+    return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)
 
 
 def as_gen(distribution):

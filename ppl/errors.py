@@ -82,7 +82,8 @@ def check_constraint_value(value, distribution, path):
 
 def check_support(value, support, path):
     """Raise if a concrete constrained value lies outside ``support``."""
-    inside = np.asarray(support.check(value))
+    with jax.ensure_compile_time_eval():  # concrete even when a user's jit closes over it
+        inside = np.asarray(support.check(value))
     if inside.all():
         return
     value = np.asarray(value)

@@ -9,7 +9,7 @@ __all__ = ["Trace", "format_trace"]
 
 
 def _is_static(leaf):
-    return not isinstance(leaf, (jax.Array, np.ndarray, np.generic, jax.core.Tracer))
+    return not isinstance(leaf, (jax.Array, np.ndarray, np.generic, jax.core.Tracer, jax.ShapeDtypeStruct))
 
 
 def split_static(tree):
