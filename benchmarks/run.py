@@ -1,0 +1,152 @@
+"""Run the benchmarks in one process and write a markdown report.
+
+    .venv/bin/python -m benchmarks.run            # full run, writes benchmarks/RESULTS.md
+    .venv/bin/python -m benchmarks.run --quick    # a smaller run, printed only
+"""
+
+import argparse
+import datetime
+import os
+import sys
+import time
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as `python benchmarks/run.py`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import compile_bench, importance_bench  # noqa: E402
+from benchmarks.timing import machine_description  # noqa: E402
+
+__all__ = ["main"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _ints(text):
+    return [int(float(t)) for t in text.split(",") if t.strip()]
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="N up to 1e5, n up to 50, fewer repeats; prints only")
+    parser.add_argument("--sizes", type=_ints, help="particle counts N (default 1e3,1e4,1e5,1e6)")
+    parser.add_argument("--compile-sizes", type=_ints, help="chain lengths n (default 10,25,50,100,200)")
+    parser.add_argument("--diagnose-sizes", type=_ints, help="N at which to add the diagnostic variants (default 1e5,1e6)")
+    parser.add_argument("--repeats-scale", type=float, help="multiplier on the number of repeats (default 1)")
+    parser.add_argument("--sanity-size", type=int, default=100_000, help="N of the statistical check (default 1e5)")
+    parser.add_argument("--skip-importance", action="store_true")
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--output", help="markdown file to write (default benchmarks/RESULTS.md, none with --quick)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.sizes = args.sizes or ([1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000])
+    args.compile_sizes = args.compile_sizes or ([10, 25, 50] if quick else [10, 25, 50, 100, 200])
+    if args.diagnose_sizes is None:
+        args.diagnose_sizes = [100_000] if quick else [100_000, 1_000_000]
+    args.repeats_scale = args.repeats_scale or (0.3 if quick else 1.0)
+    if args.output is None and not quick:
+        args.output = os.path.join(_HERE, "RESULTS.md")
+    return args
+
+
+def repeats_for(n, scale):
+    """About 4e6 particles' worth of work per system, between 5 and 40 repeats."""
+    return max(5, min(40, round(scale * 4e6 / n)))
+
+
+def _git_revision():
+    import subprocess
+
+    try:
+        run = lambda *cmd: subprocess.run(cmd, cwd=_HERE, capture_output=True, text=True, check=True).stdout.strip()
+        diff = run("git", "diff", "HEAD", "--", "../ppl", "../transforms", "../inference")
+        head = run("git", "rev-parse", "--short", "HEAD")
+        if not diff:
+            return head
+        import hashlib
+
+        return f"{head} + uncommitted library changes (diff sha1 {hashlib.sha1(diff.encode()).hexdigest()[:10]})"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _targets(medians, compile_results, sizes, compile_sizes):
+    """The issue's targets, met or missed."""
+    lines = ["## Targets", ""]
+    big = [n for n in sizes if n >= 100_000]
+    if medians and big:
+        ratio = {n: medians[n, "ppl"] / medians[n, importance_bench.BASELINE] for n in big}
+        versus = {n: medians[n, "ppl"] / medians[n, "NumPyro"] for n in big}
+        shown = ", ".join(f"{ratio[n]:.2f}× at N={n:,}" for n in big)
+        lines.append(f"- ppl within 1.05× of hand-written JAX at N ≥ 1e5: **{'met' if max(ratio.values()) <= 1.05 else 'missed'}** ({shown})")
+        shown = ", ".join(f"{versus[n]:.2f}× NumPyro's time at N={n:,}" for n in big)
+        lines.append(f"- ppl faster than NumPyro: **{'met' if max(versus.values()) < 1 else 'missed'}** ({shown})")
+    if compile_results and len(compile_sizes) > 1:
+        first = [compile_results["ppl", n][0] for n in compile_sizes]
+        slope = float(np.polyfit(np.log(compile_sizes), np.log(first), 1)[0])
+        ok = slope < 1.3 and max(first) < 10
+        shown = ", ".join(f"{t:.2f} s at n={n}" for n, t in zip(compile_sizes, first))
+        lines.append(
+            f"- compile time about linear and within seconds: **{'met' if ok else 'missed'}** ({shown}; log-log slope "
+            f"{slope:.2f}; GenJAX: 8 s, 55 s, 353 s at n = 10, 25, 50)"
+        )
+    return lines + [""]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse(argv)
+    start = time.perf_counter()
+    command = "python -m benchmarks.run" + ("" if not argv else " " + " ".join(argv))
+    lines = [
+        "# Benchmarks: ppl vs hand-written JAX vs NumPyro",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine_description()}",
+        f"- ppl revision: {_git_revision()}",
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        "",
+    ]
+    ok, medians, compile_results, body = True, {}, {}, []
+    if not args.skip_importance:
+        body += [
+            "## (A) Importance sampling, polynomial regression with outliers (50 points)",
+            "",
+            "Steady state: median of interleaved repeats (systems alternate inside each repeat), random numbers "
+            "drawn inside the timed call; × hand-written: ratio of medians. Compile: `jax.jit(...).lower()` "
+            "(trace + lower) and `.compile()` of a fresh function (a fresh ppl model object) at that N.",
+            "",
+        ]
+        table, ok, medians = importance_bench.run(
+            args.sizes, lambda n: repeats_for(n, args.repeats_scale), args.sanity_size, set(args.diagnose_sizes)
+        )
+        body += table + [""]
+    if not args.skip_compile:
+        body += [
+            "## (B) Compile time as models grow: `jax.jit(jax.grad(log_density))`, first call",
+            "",
+            "A chain `x_i ~ Normal(x_{i-1}, 1)` of n scalar sites written as n separate sample calls; a fresh model "
+            "per measurement. trace+lower and XLA compile are timed on a second fresh model with "
+            "`jax.jit(...).lower()` and `.compile()`. (GenJAX, as reported in the issue: 8 s, 55 s, 353 s for n = 10, 25, 50.)",
+            "",
+        ]
+        table, compile_results = compile_bench.run(args.compile_sizes)
+        body += table + [""]
+    lines += _targets(medians, compile_results, args.sizes, args.compile_sizes) + body
+    lines.append(f"Total wall time of this run: {time.perf_counter() - start:.0f} s.")
+    report = "\n".join(lines) + "\n"
+    print("\n" + report)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(report)
+        print(f"wrote {args.output}")
+    if not ok:
+        print("SANITY CHECK FAILED: the systems do not agree (see the table)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
