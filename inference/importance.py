@@ -135,17 +135,36 @@ def _importance(model, key, observations, args, num_particles, proposal, proposa
             log_weight = log_weight - proposed.log_density
         return ppl.Trace(trace.choices, trace.retval, (), trace.log_density), log_weight
 
-    # Outputs that do not depend on the particle's key are computed once.
-    trace_flags, _ = depends_on_first_input(particle, key)
-    flags, treedef = jax.tree.flatten(trace_flags)
-    varying = lambda k: [leaf for leaf, flag in zip(jax.tree.leaves(particle(k)[0]), flags) if flag] + [particle(k)[1]]
-    keys = jax.random.split(key, num_particles)
-    if num_particles <= chunk_size:
-        *batched, log_weights = jax.vmap(varying)(keys)
-    else:
-        *batched, log_weights = jax.lax.map(varying, keys, batch_size=chunk_size)
-    once = jax.tree.leaves(particle(key)[0])
+    # Outputs that are the same for every particle are computed once.
+    one = ppl.vmap_particles(particle, 1)
+    flags = jax.tree.leaves(depends_on_first_input(lambda k: one(k)[0], key))
+    treedef = jax.tree.structure(jax.eval_shape(lambda k: one(k)[0], key))
+    varying = lambda k: _varying(particle, k, flags)
+    *batched, log_weights = _chunked(varying, key, num_particles, chunk_size)
+    once = jax.tree.leaves(jax.tree.map(lambda x: x[0], one(key)[0]))
     batched = iter(batched)
     leaves = [next(batched) if flag else leaf for leaf, flag in zip(once, flags)]
     particles = jax.tree.unflatten(treedef, leaves)
     return ImportanceResult(particles, log_weights, args, tuple(not flag for flag in flags))
+
+
+def _varying(particle, key, flags):
+    trace, log_weight = particle(key)
+    return [leaf for leaf, flag in zip(jax.tree.leaves(trace), flags) if flag] + [log_weight]
+
+
+def _chunked(fn, key, num_particles, chunk_size):
+    """Particles in chunks that share one key each (their random choices are
+    drawn jointly, see ppl.vmap_particles); chunks run one after another."""
+    chunk_size = min(chunk_size, num_particles)
+    num_chunks, remainder = divmod(num_particles, chunk_size)
+    run = lambda c, n: ppl.vmap_particles(fn, n)(jax.random.fold_in(key, c))
+    if num_chunks == 1:
+        full = run(0, chunk_size)
+    else:
+        full = jax.lax.map(lambda c: run(c, chunk_size), jnp.arange(num_chunks))
+        full = [x.reshape((-1,) + x.shape[2:]) for x in full]
+    if remainder:
+        rest = run(num_chunks, remainder)
+        full = [jnp.concatenate([a, b]) for a, b in zip(full, rest)]
+    return full

@@ -11,7 +11,7 @@
 
 from ppl import dist
 from ppl.choicemap import Selection, filter_choices, flatten, get, merge, select, select_all, unflatten
-from ppl.combinators import Scan, Switch, Vmap, cond, mixture, switch
+from ppl.combinators import Scan, Switch, Vmap, cond, mixture, switch, vmap_particles
 from ppl.core import Call, GenerativeFunction
 from ppl.distribution import DistributionGF, as_gen
 from ppl.errors import AddressError, ConstraintError, ControlFlowError
@@ -26,6 +26,7 @@ __all__ = [
     "cond",
     "switch",
     "mixture",
+    "vmap_particles",
     "as_gen",
     "Trace",
     "format_trace",

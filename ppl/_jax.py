@@ -29,6 +29,7 @@ __all__ = [
     "trace_state",
     "JIT_PRIMITIVES",
     "sub_jaxprs",
+    "bind_equation",
 ]
 
 # The name of the nested-jit primitive changed from "pjit" to "jit".
@@ -46,3 +47,10 @@ def sub_jaxprs(params):
     from jax.extend.core import jaxprs_in_params
 
     return list(jaxprs_in_params(params))
+
+
+def bind_equation(eqn, invals):
+    """Evaluate one equation on values, as ``jax.core.eval_jaxpr`` does
+    (higher-order primitives such as ``custom_jvp_call`` rebuild their params)."""
+    out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+    return out if eqn.primitive.multiple_results else [out]

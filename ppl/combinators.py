@@ -19,7 +19,7 @@ from ppl.gen import gen, sample
 from ppl.trace import join_static, split_static
 from ppl.validation import no_support_checks
 
-__all__ = ["Vmap", "Scan", "Switch", "cond", "switch", "mixture"]
+__all__ = ["Vmap", "Scan", "Switch", "cond", "switch", "mixture", "vmap_particles"]
 
 
 def _mapped(fn, mapper):
@@ -161,6 +161,30 @@ class Scan(GenerativeFunction):
             log_density=jnp.sum(edit.log_density),
             kept_log_density=jnp.sum(edit.kept_log_density),
         )
+
+
+def vmap_particles(fn, num_particles):
+    """``fn(key)`` run as ``num_particles`` independent particles that share
+    ``key``: like ``gf.repeat``, each random choice is drawn once for all
+    particles, jointly, instead of from a key per particle. Outputs are stacked.
+
+    >>> @ppl.gen
+    ... def model():
+    ...     return ppl.sample("x", dist.Normal(0.0, 1.0))
+    >>> xs = ppl.vmap_particles(lambda k: model.simulate(k, ()).retval, 1000)(jax.random.key(0))
+    >>> xs.shape, bool(abs(xs.mean()) < 0.2)
+    ((1000,), True)
+    """
+
+    def run(key):
+        def one(flag):
+            with active_mask(flag):
+                return fn(key)
+
+        with vmap_level():
+            return jax.vmap(one)(jnp.ones((num_particles,), bool))
+
+    return run
 
 
 def _as_gf(branch):

@@ -9,6 +9,7 @@ import functools
 
 import jax
 
+from ppl.primitives import in_default_context
 from ppl.trace import join_static, split_static
 from ppl.validation import collect_support_checks, register_support_check, run_support_checks
 
@@ -35,7 +36,7 @@ def jit_gfi(constraints_arg=None):
         def wrapper(*inputs):
             dynamic, description = split_static(inputs)
             with collect_support_checks() as collected:
-                out = _run(fn, description, *dynamic)
+                out = _run(fn, description, *dynamic) if in_default_context() else fn(*inputs)
             signature = (description, _signature(dynamic))
             if collected:
                 checks_by_signature[signature] = collected

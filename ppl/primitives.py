@@ -33,6 +33,7 @@ __all__ = [
     "log_prob_function",
     "active_function",
     "active_mask",
+    "in_default_context",
     "vmap_level",
     "scan_level",
     "step_axis",
@@ -225,6 +226,13 @@ class Placement(NamedTuple):
 
 def placement():
     return Placement(_vmap_depth.get(), _scan_entries.get())
+
+
+def in_default_context():
+    """True outside every ppl Vmap/Scan/switch branch. Inside one, sample_p
+    reads context (the shared active flag, the vmap depth) that a cached jit
+    trace would not see, so GFI entry points must not jit there."""
+    return _vmap_depth.get() == 0 and _scan_entries.get() == () and _active.get() is True
 
 
 @contextlib.contextmanager

@@ -2,11 +2,30 @@
 
 ``stage`` turns a generative function into a jaxpr whose random choices are
 ``sample_p`` equations; ``interpret`` / ``run_staged`` run such a program back
-with GFI semantics.
+with GFI semantics; ``expectation`` (ADEV) turns a program that returns a
+real number into unbiased estimators of its expected value and gradient.
 """
 
 from ppl.transforms.interpret import Recorder, StagedRun, interpret, run_staged
+from ppl.transforms.adev import Expectation, expectation
 from ppl.transforms.dependence import depends_on_first_input
+from ppl.transforms.strategies import Enumerate, MeasureValued, Reinforce, Reparam
 from ppl.transforms.stage import StagedProgram, choice_sites, sample_sites, stage
 
-__all__ = ["stage", "StagedProgram", "sample_sites", "choice_sites", "interpret", "run_staged", "Recorder", "StagedRun", "depends_on_first_input"]
+__all__ = [
+    "stage",
+    "StagedProgram",
+    "sample_sites",
+    "choice_sites",
+    "interpret",
+    "run_staged",
+    "Recorder",
+    "StagedRun",
+    "depends_on_first_input",
+    "expectation",
+    "Expectation",
+    "Reparam",
+    "Reinforce",
+    "Enumerate",
+    "MeasureValued",
+]

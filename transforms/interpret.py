@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppl._jax import JIT_PRIMITIVES, Literal, sub_jaxprs
+from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
 from ppl.errors import ControlFlowError, format_address
 from ppl.primitives import (
     active_function,
@@ -104,8 +104,7 @@ def _apply(eqn, invals, recorder):
     if eqn.primitive is factor_p:
         return [recorder.factor(invals, **eqn.params)]
     if not _has_sites(eqn):
-        out = eqn.primitive.bind(*invals, **eqn.params)
-        return out if eqn.primitive.multiple_results else [out]
+        return bind_equation(eqn, invals)
     if name in JIT_PRIMITIVES:
         inner = eqn.params["jaxpr"]
         return interpret(inner.jaxpr, inner.consts, invals, recorder)
