@@ -11,7 +11,20 @@ import jax
 
 from ppl.errors import AddressError, format_address
 
-__all__ = ["Selection", "select", "select_all", "flatten", "unflatten", "merge", "filter_choices", "get", "as_path"]
+__all__ = [
+    "Selection",
+    "select",
+    "select_all",
+    "flatten",
+    "unflatten",
+    "merge",
+    "filter_choices",
+    "get",
+    "as_path",
+    "by_path",
+    "from_paths",
+    "to_arrays",
+]
 
 
 def as_path(address):
@@ -139,3 +152,33 @@ def tree_paths(tree):
     for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         out.append((tuple(k.key for k in key_path), leaf))
     return out
+
+
+def by_path(tree) -> dict:
+    """``{path tuple: leaf}`` of a choice map; a bare value has the path ``()``."""
+    return dict(tree_paths(tree)) if isinstance(tree, dict) else {(): tree}
+
+
+def from_paths(flat) -> dict:
+    """The inverse of ``by_path``."""
+    if () in flat:
+        return flat[()]
+    out = {}
+    for path, value in flat.items():
+        node = out
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return out
+
+
+def to_arrays(choices):
+    """Python numbers in a choice map become arrays: observed values are data,
+    traced so that new values do not recompile (Python *arguments*, by
+    contrast, stay static). Anything else is left for the checks at each choice.
+
+    >>> to_arrays({"y": 1.5})["y"].shape
+    ()
+    """
+    number = lambda leaf: isinstance(leaf, (bool, int, float, complex))
+    return jax.tree.map(lambda leaf: jax.numpy.asarray(leaf) if number(leaf) else leaf, choices)

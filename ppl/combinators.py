@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 from numpyro.distributions import Categorical, Distribution
 
-from ppl.choicemap import NONE, tree_paths
+from ppl.choicemap import NONE, by_path, from_paths, tree_paths
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
 from ppl.primitives import active_mask, scan_level, vmap_level
@@ -191,22 +191,6 @@ def _as_gf(branch):
     return DistributionGF(branch, ignore_args=True) if isinstance(branch, Distribution) else branch
 
 
-def _flat(tree):
-    return dict(tree_paths(tree)) if isinstance(tree, dict) else {(): tree}
-
-
-def _nest(flat):
-    if () in flat:
-        return flat[()]
-    out = {}
-    for path, value in flat.items():
-        node = out
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = value
-    return out
-
-
 class Switch(GenerativeFunction):
     """``ppl.switch(index, branches, *args)``: run branch ``index``.
 
@@ -224,7 +208,7 @@ class Switch(GenerativeFunction):
     def _structures(self, args, path):
         key = jax.random.key(0)
         shape = lambda b: jax.eval_shape(lambda: b._edit(key, args, None, None, NONE, path).choices)
-        structures = [_flat(shape(b)) for b in self.branches]
+        structures = [by_path(shape(b)) for b in self.branches]
         union = {}
         for structure in structures:
             for sub, leaf in structure.items():
@@ -245,7 +229,7 @@ class Switch(GenerativeFunction):
         index = jnp.clip(jnp.asarray(args[0]).astype(jnp.int32), 0, len(self.branches) - 1)
         args = tuple(args[1:])
         structures, union = self._structures(args, path)
-        given = _flat(constraints) if constraints is not None else {}
+        given = by_path(constraints) if constraints is not None else {}
         unknown = {format_address(p) for p in given if p not in union}
         if unknown:
             raise unknown_addresses_error(unknown, [format_address(p) for p in union], path)
@@ -253,19 +237,19 @@ class Switch(GenerativeFunction):
 
         def branch_fn(number, structure, branch):
             def run():
-                pick = lambda flat: _nest({p: v for p, v in flat.items() if p in structure}) if flat else None
-                sub_prev = None if prev is None else Prev(pick(_flat(prev.choices)), pick(_flat(prev.used)))
+                pick = lambda flat: from_paths({p: v for p, v in flat.items() if p in structure}) if flat else None
+                sub_prev = None if prev is None else Prev(pick(by_path(prev.choices)), pick(by_path(prev.used)))
                 # Padded values of branches not taken would fail support checks.
                 with no_support_checks(), active_mask(index == number):
                     edit = branch._edit(key, args, pick(given), sub_prev, selection, path)
-                choices, used, lps = _flat(edit.choices), _flat(edit.used), _flat(edit.site_log_densities)
+                choices, used, lps = by_path(edit.choices), by_path(edit.used), by_path(edit.site_log_densities)
                 for p in union:
                     static_used.setdefault(p, []).append(used.get(p, False) is True)
                 zero = lambda p: jnp.zeros(union[p].shape, union[p].dtype)
                 return Edit(
-                    _nest({p: choices.get(p, zero(p)) for p in union}),
-                    _nest({p: jnp.asarray(used.get(p, False)) for p in union}),
-                    _nest({p: jnp.asarray(lps.get(p, 0.0), jnp.float32) for p in union}),
+                    from_paths({p: choices.get(p, zero(p)) for p in union}),
+                    from_paths({p: jnp.asarray(used.get(p, False)) for p in union}),
+                    from_paths({p: jnp.asarray(lps.get(p, 0.0), jnp.float32) for p in union}),
                     edit.retval,
                     jnp.asarray(edit.log_density, jnp.float32),
                     jnp.asarray(edit.kept_log_density, jnp.float32),
@@ -275,9 +259,9 @@ class Switch(GenerativeFunction):
 
         runs = [branch_fn(k, s, b) for k, (s, b) in enumerate(zip(structures, self.branches))]
         edit = lax.switch(index, runs)
-        used = _flat(edit.used)
+        used = by_path(edit.used)
         used = {p: True if all(static_used[p]) else v for p, v in used.items()}
-        return edit._replace(used=_nest(used))
+        return edit._replace(used=from_paths(used))
 
 
 def switch(index, branches, *args):

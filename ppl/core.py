@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.choicemap import NONE, Selection, tree_paths
+from ppl.choicemap import NONE, Selection, by_path, from_paths, to_arrays
 from ppl.errors import check_finite_arguments
 from ppl.jit import jit_gfi
 from ppl.trace import Trace
@@ -59,10 +59,6 @@ def as_key(key):
     return jax.random.wrap_key_data(key)
 
 
-def _flat_leaves(tree):
-    return dict(tree_paths(tree)) if isinstance(tree, dict) else {(): tree}
-
-
 class GenerativeFunction:
     """Abstract base of every generative function: subclasses implement ``_edit``
     and nothing else; the GFI methods below are final."""
@@ -83,19 +79,19 @@ class GenerativeFunction:
     def assess(self, choices, args):
         """``(log_density, retval)`` of a complete choice map."""
         check_finite_arguments(args)
-        return _assess(self, choices, tuple(args))
+        return _assess(self, to_arrays(choices), tuple(args))
 
     def generate(self, key, constraints, args):
         """``(trace, log_weight)``: constrained addresses take the given values, the
         rest are drawn from the model; log_weight = log p(all) - log q(drawn)."""
         check_finite_arguments(args)
-        return _generate(self, as_key(key), constraints or {}, tuple(args))
+        return _generate(self, as_key(key), to_arrays(constraints or {}), tuple(args))
 
     def update(self, key, trace, constraints, args):
         """``(new_trace, log_weight, discard)`` after changing arguments and/or
         constraining addresses; log_weight = log p(new) - log p(old) - log q(fresh)."""
         check_finite_arguments(args)
-        return _update(self, as_key(key), trace, constraints or {}, tuple(args))
+        return _update(self, as_key(key), trace, to_arrays(constraints or {}), tuple(args))
 
     def regenerate(self, key, trace, selection, args):
         """``(new_trace, log_weight)`` with the selected addresses redrawn from the
@@ -162,21 +158,9 @@ def _score_previous(gf, trace):
 
 def _discard(trace, constraints, new_choices):
     """Old values the edit overwrote (constrained) or no longer visits."""
-    old, new = _flat_leaves(trace.choices), _flat_leaves(new_choices)
-    constrained = _flat_leaves(constraints) if constraints else {}
-    return _nest({p: v for p, v in old.items() if p in constrained or p not in new})
-
-
-def _nest(flat):
-    out = {}
-    for path, value in flat.items():
-        if path == ():
-            return value
-        node = out
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = value
-    return out
+    old, new = by_path(trace.choices), by_path(new_choices)
+    constrained = by_path(constraints) if constraints else {}
+    return from_paths({p: v for p, v in old.items() if p in constrained or p not in new})
 
 
 @jit_gfi(constraints_arg=2)
@@ -191,10 +175,10 @@ def _update(gf, key, trace, constraints, args):
 def _regenerate(gf, key, trace, selection, args):
     old = _score_previous(gf, trace)
     edit = gf._edit(key, args, None, Prev(trace.choices, old.used), selection, ())
-    new_used = _flat_leaves(edit.used)
+    new_used = by_path(edit.used)
     reverse = 0.0
-    for path, log_density in _flat_leaves(old.site_log_densities).items():
-        old_used = _flat_leaves(old.used)[path]
+    for path, log_density in by_path(old.site_log_densities).items():
+        old_used = by_path(old.used)[path]
         redrawn = selection.contains(path) if path else selection.everything
         dropped = jnp.logical_not(new_used[path]) if path in new_used else True
         moved = jnp.logical_and(old_used, jnp.logical_or(redrawn, dropped))

@@ -148,3 +148,22 @@ def test_python_arguments_are_static(n):
         lambda: sized.simulate(jax.random.key(1), (n,)),
     )
     assert traced_during(lambda: sized.simulate(jax.random.key(0), (n + 1,))) > 0
+
+
+def test_python_number_observations_are_data_not_static():
+    count = [0]
+
+    @ppl.gen
+    def model():
+        count[0] += 1
+        return ppl.sample("s", dist.Normal(0.0, 1.0))
+
+    def run(value):
+        model.generate(jax.random.key(0), {"s": value}, ())
+        ppl.inference.importance(jax.random.key(0), model, (), {"s": value}, 10)
+
+    run(1.0)
+    after_first = count[0]
+    run(2.0)
+    run(3.0)
+    assert count[0] == after_first  # new observed values do not retrace

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
+from ppl.choicemap import from_paths
 from ppl.errors import ControlFlowError, format_address
 from ppl.primitives import (
     active_function,
@@ -206,18 +207,6 @@ class StagedRun(NamedTuple):
     log_weight: Any
 
 
-def _nest(flat):
-    out = {}
-    for path, value in flat.items():
-        if path == ():
-            return value
-        node = out
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = value
-    return out
-
-
 def run_staged(program, key, args, constraints=None) -> StagedRun:
     """Interpret ``program`` with GFI ``generate`` semantics: constrained
     addresses take their values; ``log_weight`` is their log density.
@@ -239,4 +228,4 @@ def run_staged(program, key, args, constraints=None) -> StagedRun:
     dynamic, _ = split_static(tuple(args))
     outs = interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [key, *dynamic], recorder)
     _, retval = jax.tree.unflatten(program.out_tree, outs)
-    return StagedRun(_nest(recorder.choices), retval, recorder.log_density, recorder.kept)
+    return StagedRun(from_paths(recorder.choices), retval, recorder.log_density, recorder.kept)
