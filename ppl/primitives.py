@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import gammaln
+from numpyro.distributions import BernoulliLogits, BinomialLogits
 
 from ppl._jax import Primitive, ad, batching, mlir
 
@@ -32,6 +34,7 @@ __all__ = [
     "sample_function",
     "log_prob_function",
     "active_function",
+    "log_density",
     "active_mask",
     "in_default_context",
     "vmap_level",
@@ -193,11 +196,24 @@ def _static_result(fn, shapes):
     return out["value"]
 
 
+def log_density(distribution, value):
+    """NumPyro's ``log_prob``, except for Bernoulli and Binomial with logits,
+    whose NumPyro formula has a wrong derivative at logits == 0 exactly (1 and
+    0 instead of 1/2): zero-initialised logits are common in inference."""
+    if isinstance(distribution, (BernoulliLogits, BinomialLogits)):
+        logits = distribution.logits
+        count = getattr(distribution, "total_count", 1)
+        log_p = value * jax.nn.log_sigmoid(logits) + (count - value) * jax.nn.log_sigmoid(-logits)
+        log_p = log_p + gammaln(count + 1.0) - gammaln(value + 1.0) - gammaln(count - value + 1.0)
+        return jnp.where(distribution.support.check(value), log_p, -jnp.inf)
+    return distribution.log_prob(value)
+
+
 def log_prob_function(spec, levels):
     """``(value, active, *leaves) -> log density`` of the active elements, summed."""
 
     def one(value, active, *leaves):
-        return jnp.where(active, jnp.sum(spec.rebuild(leaves).log_prob(value)), 0.0)
+        return jnp.where(active, jnp.sum(log_density(spec.rebuild(leaves), value)), 0.0)
 
     return lambda value, *rest: jnp.sum(_vectorise(one, levels, True)(value, *rest))
 

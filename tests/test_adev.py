@@ -105,7 +105,7 @@ def many_flips(logits):
 def test_enumerating_vectorised_choices_is_unbiased():
     weights = jnp.array([1.0, -2.0, 3.0, 0.5])
     objective = expectation(lambda key, logits: jnp.sum(weights * many_flips.simulate(key, (logits,)).retval) ** 2)
-    logits = jnp.array([0.1, -0.3, 0.7, 0.05])  # not 0.0: NumPyro's BernoulliLogits.log_prob has a wrong gradient at exactly 0
+    logits = jnp.array([0.1, -0.3, 0.7, 0.0])  # 0.0: NumPyro's own log_prob has a wrong gradient there
 
     def exact_value(l):
         p = jax.nn.sigmoid(l)
@@ -161,3 +161,18 @@ def test_choice_inside_scan_is_reported():
     objective = expectation(lambda key, mu: step.scan(3).simulate(key, (mu, None)).retval[0])
     with pytest.raises(ppl.ControlFlowError, match="scan"):
         objective.grad_estimate(jax.random.key(0), 0.0)
+
+
+@pytest.mark.parametrize(
+    "make, count",
+    [(lambda l: dist.Bernoulli(logits=l), 1), (lambda l: dist.Binomial(3, logits=l), 3)],
+    ids=["bernoulli", "binomial"],
+)
+def test_logit_densities_have_the_right_gradient_at_zero(make, count):
+    @ppl.gen
+    def model(logit):
+        return ppl.sample("b", make(logit))
+
+    value = model.simulate(jax.random.key(0), (0.0,)).choices["b"]
+    gradient = jax.grad(lambda l: model.assess({"b": value}, (l,))[0])(0.0)
+    assert jnp.allclose(gradient, value - count * 0.5)  # d/dl log p = k - n sigmoid(l)
