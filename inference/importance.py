@@ -138,8 +138,7 @@ def _importance(model, key, observations, args, num_particles, proposal, proposa
 
     # Outputs that are the same for every particle are computed once.
     one = ppl.vmap_particles(particle, 1)
-    flags = jax.tree.leaves(depends_on_first_input(lambda k: one(k)[0], key))
-    treedef = jax.tree.structure(jax.eval_shape(lambda k: one(k)[0], key))
+    flags, treedef = jax.tree.flatten(depends_on_first_input(lambda k: one(k)[0], key))
     varying = lambda k: _varying(particle, k, flags)
     *batched, log_weights = _chunked(varying, key, num_particles, chunk_size)
     once = jax.tree.leaves(jax.tree.map(lambda x: x[0], one(key)[0]))

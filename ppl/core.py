@@ -175,10 +175,10 @@ def _update(gf, key, trace, constraints, args):
 def _regenerate(gf, key, trace, selection, args):
     old = _score_previous(gf, trace)
     edit = gf._edit(key, args, None, Prev(trace.choices, old.used), selection, ())
-    new_used = by_path(edit.used)
+    new_used, old_used_by_path = by_path(edit.used), by_path(old.used)
     reverse = 0.0
     for path, log_density in by_path(old.site_log_densities).items():
-        old_used = by_path(old.used)[path]
+        old_used = old_used_by_path[path]
         redrawn = selection.contains(path) if path else selection.everything
         dropped = jnp.logical_not(new_used[path]) if path in new_used else True
         moved = jnp.logical_and(old_used, jnp.logical_or(redrawn, dropped))

@@ -6,8 +6,7 @@ from numpyro.distributions import Distribution, ImproperUniform
 
 from ppl.core import Edit, GenerativeFunction
 from ppl.errors import AddressError, check_constraint_value, check_support, format_address
-from ppl.primitives import bind_sample
-from ppl.primitives import log_density as log_prob
+from ppl.primitives import bind_sample, log_density_of
 from ppl.validation import is_static_support, register_support_check
 
 __all__ = ["DistributionGF", "as_gen"]
@@ -39,7 +38,7 @@ class DistributionGF(GenerativeFunction):
                 fresh = jnp.logical_not(prev.used)
         else:
             value, fresh = draw(key, distribution, path), True
-        log_density = jnp.sum(log_prob(distribution, value))
+        log_density = jnp.sum(log_density_of(distribution, value))
         if constraints is not None:
             log_density = _mask_support(value, distribution, log_density, path)
         kept = 0.0 if fresh is True else (log_density if fresh is False else jnp.where(fresh, 0.0, log_density))

@@ -34,7 +34,7 @@ __all__ = [
     "sample_function",
     "log_prob_function",
     "active_function",
-    "log_density",
+    "log_density_of",
     "active_mask",
     "in_default_context",
     "vmap_level",
@@ -196,7 +196,7 @@ def _static_result(fn, shapes):
     return out["value"]
 
 
-def log_density(distribution, value):
+def log_density_of(distribution, value):
     """NumPyro's ``log_prob``, except for Bernoulli and Binomial with logits,
     whose NumPyro formula has a wrong derivative at logits == 0 exactly (1 and
     0 instead of 1/2): zero-initialised logits are common in inference."""
@@ -213,7 +213,7 @@ def log_prob_function(spec, levels):
     """``(value, active, *leaves) -> log density`` of the active elements, summed."""
 
     def one(value, active, *leaves):
-        return jnp.where(active, jnp.sum(log_density(spec.rebuild(leaves), value)), 0.0)
+        return jnp.where(active, jnp.sum(log_density_of(spec.rebuild(leaves), value)), 0.0)
 
     return lambda value, *rest: jnp.sum(_vectorise(one, levels, True)(value, *rest))
 

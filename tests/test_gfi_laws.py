@@ -329,6 +329,7 @@ def test_typed_and_raw_keys_give_the_same_draws():
     constraints = pick(a.choices, case.observed)
     (ta, wa), (tb, wb) = case.gf.generate(typed, constraints, case.args), case.gf.generate(raw, constraints, case.args)
     jax.tree.map(np.testing.assert_array_equal, ta.choices, tb.choices)
+    close(wa, wb)
     selection = ppl.select(*case.selection)
     ra, rb = case.gf.regenerate(typed, a, selection, case.args), case.gf.regenerate(raw, a, selection, case.args)
     jax.tree.map(np.testing.assert_array_equal, ra[0].choices, rb[0].choices)

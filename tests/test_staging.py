@@ -48,7 +48,7 @@ def inner_vmap_step(carry, x):
 @ppl.gen
 def nested(x):
     a = ppl.sample("a", dist.Gamma(2.0, 3.0))
-    b = ppl.sample("sub", point(x * a))
+    ppl.sample("sub", point(x * a))
     return ppl.sample("c", dist.Dirichlet(jnp.ones(3) * a))
 
 

@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppl.choicemap import as_path
 from ppl.errors import format_address
-from ppl.primitives import log_density, log_prob_function, sample_function
+from ppl.primitives import log_density_of, log_prob_function, sample_function
 
 __all__ = ["Site", "Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy"]
 
@@ -38,7 +37,7 @@ class Site(NamedTuple):
 
     def element_log_probs(self, value):
         """Log density of each independent element of ``value`` (scalar events only)."""
-        one = lambda v, active, *leaves: jnp.where(active, log_density(self.spec.rebuild(leaves), v), 0.0)
+        one = lambda v, active, *leaves: jnp.where(active, log_density_of(self.spec.rebuild(leaves), v), 0.0)
         for level in self.levels:
             one = jax.vmap(one, in_axes=(0, *level.leaf_axes), axis_size=level.axis_size)
         return one(value, self.active, *self.leaves)
