@@ -12,7 +12,7 @@
 from ppl import dist
 from ppl.choicemap import Selection, filter_choices, flatten, get, merge, select, select_all, unflatten
 from ppl.combinators import Scan, Switch, Vmap, cond, mixture, switch, vmap_particles
-from ppl.core import Call, GenerativeFunction
+from ppl.core import Call, GenerativeFunction, site_log_densities
 from ppl.distribution import DistributionGF, as_gen
 from ppl.errors import AddressError, ConstraintError, ControlFlowError
 from ppl.gen import Gen, factor, gen, sample
@@ -38,6 +38,7 @@ __all__ = [
     "merge",
     "filter_choices",
     "get",
+    "site_log_densities",
     "GenerativeFunction",
     "Gen",
     "DistributionGF",

@@ -28,7 +28,7 @@ from ppl.errors import check_finite_arguments
 from ppl.jit import jit_gfi
 from ppl.trace import Trace
 
-__all__ = ["GenerativeFunction", "Call", "Edit", "Prev"]
+__all__ = ["GenerativeFunction", "Call", "Edit", "Prev", "site_log_densities"]
 
 
 class Edit(NamedTuple):
@@ -147,6 +147,27 @@ def _assess(gf, choices, args):
 def _generate(gf, key, constraints, args):
     edit = gf._edit(key, args, constraints, None, NONE, ())
     return Trace(edit.choices, edit.retval, args, edit.log_density), edit.kept_log_density
+
+
+def site_log_densities(gf, choices, args):
+    """The log density of each choice of a complete choice map, as a choice map
+    of the same structure (factors count only in ``assess``'s total).
+
+    >>> @ppl.gen
+    ... def model():
+    ...     ppl.sample("a", dist.Normal(0.0, 1.0))
+    ...     ppl.sample("b", dist.Normal(0.0, 1.0).expand([2]))
+    >>> densities = ppl.site_log_densities(model, {"a": 0.0, "b": jnp.zeros(2)}, ())
+    >>> round(float(densities["a"]), 4), densities["b"].shape
+    (-0.9189, ())
+    """
+    check_finite_arguments(args)
+    return _site_log_densities(gf, to_arrays(choices), tuple(args))
+
+
+@jit_gfi(constraints_arg=0)
+def _site_log_densities(gf, choices, args):
+    return gf._edit(None, args, choices, None, NONE, ()).site_log_densities
 
 
 def _score_previous(gf, trace):
