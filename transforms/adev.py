@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
 from ppl.errors import ControlFlowError, format_address
 from ppl.primitives import sample_p
+from ppl.trace import join_static, split_static
 from ppl.transforms.stage import sample_sites
 from ppl.transforms.strategies import Site, choose_strategy
 
@@ -50,8 +51,8 @@ class Expectation:
     def estimate(self, key, *args):
         """The surrogate: its value is an unbiased estimate of E[fn], and so
         is its gradient of grad E[fn]."""
-        closed = _stage(self.fn, key, args)
-        leaves = jax.tree.leaves((key, args))
+        leaves, description = split_static((key, *args))  # Python scalars stay static, as in the GFI
+        closed = _stage(lambda *dynamic: self.fn(*join_static(dynamic, description)), leaves)
         return _Surrogate(self.strategies).run(closed.jaxpr, closed.consts, leaves)
 
     def grad_estimate(self, key, params, *args):
@@ -78,8 +79,8 @@ def expectation(fn=None, *, strategies=None):
     return Expectation(fn, strategies)
 
 
-def _stage(fn, key, args):
-    closed, shape = jax.make_jaxpr(fn, return_shape=True)(key, *args)
+def _stage(fn, leaves):
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*leaves)
     if not isinstance(shape, jax.ShapeDtypeStruct) or shape.shape != () or not jnp.issubdtype(shape.dtype, jnp.floating):
         raise TypeError(f"an expectation's program must return a real scalar, got {shape}")
     return closed

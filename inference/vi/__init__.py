@@ -7,6 +7,8 @@ parameters; ``fit`` runs an optax optimiser on any objective.
 """
 
 from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanexp, marginal, normalize, sim
+from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
+from ppl.inference.vi.fit import FitResult, FitState, fit
 from ppl.inference.vi.objectives import (
     Objective,
     diwhvi,
@@ -44,4 +46,13 @@ __all__ = [
     "iwhvi",
     "diwhvi",
     "per_datum",
+    "Latent",
+    "NormalFamily",
+    "latent_sites",
+    "mean_field",
+    "full_rank",
+    "amortized",
+    "fit",
+    "FitState",
+    "FitResult",
 ]

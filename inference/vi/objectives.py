@@ -61,6 +61,15 @@ class Objective(Expectation):
         """The same objective, its data term counted ``data_scale`` times."""
         return Objective(self.program, self.strategies, self.local, data_scale, self.name)
 
+    def _identity(self):
+        return (self.program, self.local, self.data_scale, tuple(map(id, self.strategies.values())))
+
+    def __eq__(self, other):  # equal objectives share compiled steps (``fit`` jits on them)
+        return type(other) is Objective and self._identity() == other._identity() and self.strategies == other.strategies
+
+    def __hash__(self):
+        return hash(self._identity())
+
     def __repr__(self):
         return f"<{self.name}>"
 
@@ -287,6 +296,16 @@ class per_datum:
 
     def with_data_scale(self, data_scale):
         return per_datum(self.objective, self.in_axes, data_scale)
+
+    def __eq__(self, other):
+        return type(other) is per_datum and (self.objective, self.in_axes, self.data_scale) == (
+            other.objective,
+            other.in_axes,
+            other.data_scale,
+        )
+
+    def __hash__(self):
+        return hash((self.objective, self.in_axes, self.data_scale))
 
     def __repr__(self):
         return f"<per_datum {self.objective!r}>"

@@ -1,0 +1,247 @@
+"""Variational families built from a model's latent choices: mean-field
+normal, full-rank normal, and amortised (a network maps the data to the
+family's parameters).
+
+Each family is a generative function of ``(params, *args)`` that makes the
+model's latent choices at the model's addresses. It is a normal on the
+*unconstrained* space, pushed through NumPyro's bijection onto each
+latent's support (``biject_to``), so a positive, interval or simplex latent
+needs no work from the user; densities carry the Jacobian. The family reads
+its parameters from ``params[name]`` (``name="guide"`` by default), so one
+``params`` pytree can hold the model's and the guide's parameters.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import ReshapeTransform, biject_to
+
+import ppl
+from ppl import dist
+from ppl.transforms import Recorder, interpret, stage
+
+__all__ = ["Latent", "latent_sites", "NormalFamily", "mean_field", "full_rank", "amortized"]
+
+
+class Latent(NamedTuple):
+    """One latent choice: its address, value shape and support."""
+
+    address: tuple
+    shape: tuple
+    support: Any
+
+    @property
+    def transform(self):
+        return biject_to(self.support)
+
+    @property
+    def unconstrained_shape(self):
+        return tuple(self.transform.inverse_shape(self.shape))
+
+    @property
+    def size(self):
+        return int(np.prod(self.unconstrained_shape, dtype=int))
+
+
+class _SupportRecorder(Recorder):
+    """Records each choice's support, with the distribution's actual parameters."""
+
+    def __init__(self, observed):
+        super().__init__({})
+        self.observed, self.supports = observed, {}
+
+    def sample(self, invals, address, spec, levels, placement):
+        value = super().sample(invals, address, spec, levels, placement)
+        if not self.observed.contains(address):
+            self.supports[address] = (_support(spec, levels, invals[2:], address), jnp.shape(value))
+        return value
+
+
+def _support(spec, levels, leaves, address):
+    template = lambda fill: spec.rebuild([jnp.full(s.shape, fill, s.dtype) for s in spec.example_leaves])
+    zeros, ones = template(0), template(1)
+    if zeros.is_discrete:
+        raise TypeError(
+            f"address {ppl.errors.format_address(address)!r}: {type(zeros).__name__} is discrete; the normal "
+            "families cover continuous latents: write the guide of this choice as a @ppl.gen"
+        )
+    if _same_constraint(zeros.support, ones.support):
+        return zeros.support
+    if not levels:
+        return spec.rebuild(leaves).support
+    raise TypeError(
+        f"address {ppl.errors.format_address(address)!r}: its support ({zeros.support}) depends on parameters "
+        "that vary across a vmap; pass supports={address: constraint}"
+    )
+
+
+def _same_constraint(a, b):
+    if type(a) is not type(b):
+        return False
+    for name, x in vars(a).items():
+        y = vars(b)[name]
+        if isinstance(x, constraints.Constraint):
+            if not _same_constraint(x, y):
+                return False
+        elif not np.array_equal(np.asarray(x), np.asarray(y)):
+            return False
+    return True
+
+
+def latent_sites(model, args, observations, supports=None):
+    """The latent (unobserved) choices of ``model`` run on ``args``, in the
+    order the model makes them.
+
+    >>> @ppl.gen
+    ... def model():
+    ...     scale = ppl.sample("scale", dist.HalfNormal(1.0))
+    ...     ppl.sample("y", dist.Normal(0.0, scale))
+    >>> [(l.address, l.shape, type(l.support).__name__) for l in vi.latent_sites(model, (), {"y": 1.0})]
+    [(('scale',), (), 'Positive')]
+    """
+    observed = ppl.select(*ppl.flatten(observations or {}).keys())
+    given = {ppl.choicemap.as_path(a): s for a, s in (supports or {}).items()}
+    program = stage(model, args)
+    recorder = _SupportRecorder(observed)
+    dynamic, _ = ppl.trace.split_static(tuple(args))
+    with ppl.validation.no_support_checks():
+        interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [jax.random.key(0), *dynamic], recorder)
+    return [Latent(a, tuple(shape), given.get(a, support)) for a, (support, shape) in recorder.supports.items()]
+
+
+class NormalFamily(ppl.GenerativeFunction):
+    """A (mean-field or full-rank) normal family on the unconstrained space of
+    ``latents``. Build it with ``mean_field``, ``full_rank`` or ``amortized``."""
+
+    def __init__(self, latents, kind, name, network_outputs=None):
+        self.latents, self.kind, self.name = tuple(latents), kind, name
+        self.dimension = sum(latent.size for latent in self.latents)
+        self._gen = ppl.gen(self._program)
+        self.num_network_outputs = 2 * self.dimension if kind == "amortized" else None
+
+    def _edit(self, key, args, constraints, prev, selection, path):
+        return self._gen._edit(key, args, constraints, prev, selection, path)
+
+    def __repr__(self):
+        return f"{self.kind}({', '.join(ppl.errors.format_address(l.address) for l in self.latents)})"
+
+    def init_params(self, key=None, init_scale=0.1):
+        """``{name: parameters}``: locations 0 (or uniform on (-2, 2) given a
+        ``key``, as NumPyro's ``init_to_uniform``), scales ``init_scale``."""
+        if self.kind == "amortized":
+            raise TypeError("an amortized family's parameters are its network's: put the network in params[name]")
+        loc = jnp.zeros(self.dimension) if key is None else jax.random.uniform(key, (self.dimension,), minval=-2, maxval=2)
+        raw = jnp.full(self.dimension, _inverse_softplus(init_scale), jnp.float32)
+        if self.kind == "mean_field":
+            return {self.name: {"loc": loc, "raw_scale": raw}}
+        return {self.name: {"loc": loc, "raw_diag": raw, "off_diag": jnp.zeros((self.dimension, self.dimension))}}
+
+    def _program(self, params, *args):
+        if self.kind == "amortized":
+            out = params[self.name](*args)
+            if jnp.shape(out) != (self.num_network_outputs,):
+                raise ValueError(
+                    f"{self!r}: the network must return a vector of {self.num_network_outputs} numbers "
+                    f"(locations then raw scales), got shape {jnp.shape(out)}"
+                )
+            loc, scale = out[: self.dimension], jax.nn.softplus(out[self.dimension :])
+            return self._sample_diagonal(loc, scale)
+        own = params[self.name]
+        if self.kind == "mean_field":
+            return self._sample_diagonal(own["loc"], jax.nn.softplus(own["raw_scale"]))
+        tril = jnp.tril(own["off_diag"], -1) + jnp.diag(jax.nn.softplus(own["raw_diag"]))
+        return self._sample_full(own["loc"], tril)
+
+    def _sample_diagonal(self, loc, scale):
+        values, start = {}, 0
+        for latent in self.latents:
+            stop = start + latent.size
+            shape = latent.unconstrained_shape
+            base = dist.Normal(loc[start:stop].reshape(shape), scale[start:stop].reshape(shape)).to_event(len(shape))
+            values[latent.address] = _sample_at(latent, _pushed(base, latent))
+            start = stop
+        return ppl.choicemap.from_paths(values)
+
+    def _sample_full(self, loc, tril):
+        """Block by block: u_b | u_<b is normal with mean loc_b + L_b,<b eps_<b
+        and Cholesky factor L_bb, where eps = L^-1 (u - loc) of earlier blocks."""
+        values, start, unconstrained = {}, 0, []
+        for latent in self.latents:
+            stop = start + latent.size
+            mean = loc[start:stop]
+            if start:
+                done = jnp.concatenate(unconstrained)
+                eps = solve_triangular(tril[:start, :start], done - loc[:start], lower=True)
+                mean = mean + tril[start:stop, :start] @ eps
+            base = dist.MultivariateNormal(mean, scale_tril=tril[start:stop, start:stop])
+            value = _sample_at(latent, _pushed(base, latent, flat=True))
+            unconstrained.append(latent.transform.inv(value).reshape(-1))
+            values[latent.address] = value
+            start = stop
+        return ppl.choicemap.from_paths(values)
+
+
+def _pushed(base, latent, flat=False):
+    parts = []
+    if flat and latent.unconstrained_shape != (latent.size,):
+        parts.append(ReshapeTransform(latent.unconstrained_shape, (latent.size,)))
+    if not isinstance(latent.support, type(constraints.real)) and not _is_real_vector(latent.support):
+        parts.append(latent.transform)
+    return dist.TransformedDistribution(base, parts) if parts else base
+
+
+def _is_real_vector(support):
+    return isinstance(support, constraints.independent) and isinstance(support.base_constraint, type(constraints.real))
+
+
+def _sample_at(latent, distribution):
+    """``ppl.sample`` at a possibly nested address."""
+    *outer, last = latent.address
+    if not outer:
+        return ppl.sample(last, distribution)
+    return ppl.sample(outer[0], _nested(tuple(outer[1:]) + (last,))(distribution))
+
+
+def _nested(rest):
+    @ppl.gen
+    def inner(distribution):
+        return _sample_at(Latent(rest, (), None), distribution)
+
+    return inner
+
+
+def _inverse_softplus(x):
+    return float(np.log(np.expm1(x)))
+
+
+def mean_field(model, args, observations, name="guide", supports=None):
+    """A mean-field normal family for ``model``'s latents (given ``args`` and
+    ``observations``, which fix their shapes).
+
+    >>> @ppl.gen
+    ... def model(params):
+    ...     rate = ppl.sample("rate", dist.Gamma(2.0, 1.0))
+    ...     ppl.sample("count", dist.Poisson(rate))
+    >>> guide = vi.mean_field(model, (None,), {"count": 3})
+    >>> params = guide.init_params()
+    >>> bool(guide.simulate(jax.random.key(0), (params,)).choices["rate"] > 0)  # positive, by construction
+    True
+    """
+    return NormalFamily(latent_sites(model, args, observations, supports), "mean_field", name)
+
+
+def full_rank(model, args, observations, name="guide", supports=None):
+    """A full-rank normal family (all latents correlated) on the unconstrained
+    space of ``model``'s latents."""
+    return NormalFamily(latent_sites(model, args, observations, supports), "full_rank", name)
+
+
+def amortized(model, args, observations, name="encoder", supports=None):
+    """A mean-field normal family whose parameters come from a network:
+    ``params[name](*args)`` (a flax nnx module, or any function) returns
+    ``num_network_outputs`` numbers, locations then raw scales (softplus)."""
+    return NormalFamily(latent_sites(model, args, observations, supports), "amortized", name)
