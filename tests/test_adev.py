@@ -2,6 +2,8 @@
 gradients), enumeration is exact, and enumerating vectorised choices does not
 grow the program exponentially."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +37,10 @@ def normal_objective(key, params):  # E[(x - 3)^2] = (mu - 3)^2 + sigma^2
     return (x - 3.0) ** 2
 
 
-@pytest.mark.parametrize("strategy", [Reparam(), Reinforce(), Reinforce(baseline=None), MeasureValued()], ids=repr)
+REINFORCE_BASELINES = [Reinforce(), Reinforce(baseline=None), Reinforce(baseline=2.0), Reinforce(baseline="leave-one-out")]
+
+
+@pytest.mark.parametrize("strategy", [Reparam(), MeasureValued(), *REINFORCE_BASELINES], ids=repr)
 def test_continuous_strategies_are_unbiased(strategy):
     objective = expectation(normal_objective, strategies={"x": strategy})
     params = jnp.array([1.0, 0.7])
@@ -60,7 +65,7 @@ def flip_exact_gradient(logit):
     return p * (1 - p) * (5.0 - 1.0)
 
 
-@pytest.mark.parametrize("strategy", [Enumerate(), Reinforce(), MeasureValued()], ids=repr)
+@pytest.mark.parametrize("strategy", [Enumerate(), MeasureValued(), *REINFORCE_BASELINES], ids=repr)
 def test_discrete_choice_with_randomness_after(strategy):
     objective = expectation(flip_objective, strategies={"b": strategy})
     assert_unbiased(lambda k: objective.grad_estimate(k, 0.3), flip_exact_gradient(0.3))
@@ -102,9 +107,11 @@ def many_flips(logits):
     return ppl.sample("f", flips.vmap()(logits))
 
 
-def test_enumerating_vectorised_choices_is_unbiased():
+@pytest.mark.parametrize("strategy", [Enumerate(), MeasureValued()], ids=repr)
+def test_vectorised_bernoulli_choices_are_unbiased(strategy):
     weights = jnp.array([1.0, -2.0, 3.0, 0.5])
-    objective = expectation(lambda key, logits: jnp.sum(weights * many_flips.simulate(key, (logits,)).retval) ** 2)
+    program = lambda key, logits: jnp.sum(weights * many_flips.simulate(key, (logits,)).retval) ** 2
+    objective = expectation(program, strategies={dist.BernoulliLogits: strategy})
     logits = jnp.array([0.1, -0.3, 0.7, 0.0])  # 0.0: NumPyro's own log_prob has a wrong gradient there
 
     def exact_value(l):
@@ -116,8 +123,10 @@ def test_enumerating_vectorised_choices_is_unbiased():
     assert_unbiased(lambda k: objective.grad_estimate(k, logits), jax.grad(exact_value)(logits), n=4000)
 
 
-def test_enumerating_n_vectorised_choices_does_not_grow_the_program():
-    objective = expectation(lambda key, logits: jnp.sum(many_flips.simulate(key, (logits,)).retval * 1.0))
+@pytest.mark.parametrize("strategy", [Enumerate(), MeasureValued()], ids=repr)
+def test_n_vectorised_choices_do_not_grow_the_program(strategy):
+    program = lambda key, logits: jnp.sum(many_flips.simulate(key, (logits,)).retval * 1.0)
+    objective = expectation(program, strategies={dist.BernoulliLogits: strategy})
 
     def size(n):
         jaxpr = jax.make_jaxpr(lambda k: objective.grad_estimate(k, jnp.zeros(n)))(jax.random.key(0))
@@ -156,13 +165,6 @@ def test_gamma_implicit_reparameterisation():
     assert_unbiased(lambda k: objective.grad_estimate(k, 1.5), 2 * 1.5 + 1.0)
 
 
-def test_choice_inside_scan_is_reported():
-    step = ppl.gen(lambda carry, _: (ppl.sample("z", dist.Normal(carry, 1.0)), None))
-    objective = expectation(lambda key, mu: step.scan(3).simulate(key, (mu, None)).retval[0])
-    with pytest.raises(ppl.ControlFlowError, match="scan"):
-        objective.grad_estimate(jax.random.key(0), 0.0)
-
-
 @pytest.mark.parametrize(
     "make, count",
     [(lambda l: dist.Bernoulli(logits=l), 1), (lambda l: dist.Binomial(3, logits=l), 3)],
@@ -176,3 +178,218 @@ def test_logit_densities_have_the_right_gradient_at_zero(make, count):
     value = model.simulate(jax.random.key(0), (0.0,)).choices["b"]
     gradient = jax.grad(lambda l: model.assess({"b": value}, (l,))[0])(0.0)
     assert jnp.allclose(gradient, value - count * 0.5)  # d/dl log p = k - n sigmoid(l)
+
+
+@ppl.gen
+def normals(mu, sigma):
+    return ppl.sample("x", dist.Normal(mu, sigma))
+
+
+@ppl.gen
+def category(logits):
+    return ppl.sample("c", dist.Categorical(logits=logits))
+
+
+@ppl.gen
+def count(rate):
+    return ppl.sample("n", dist.Poisson(rate))
+
+
+VALUES = jnp.array([1.0, -2.0, 0.5])
+
+
+def _normal_case(vectorised):  # E[(w . x)^2] = (w . mu)^2 + sum w^2 sigma^2: the elements interact
+    gf = normals.vmap() if vectorised else normals
+    program = lambda key, p: jnp.sum(VALUES * gf.simulate(key, (p[0], p[1])).retval) ** 2
+    exact = lambda p: jnp.sum(VALUES * p[0]) ** 2 + jnp.sum(VALUES**2 * p[1] ** 2)
+    return program, jnp.array([[0.3, -0.5, 1.0], [0.8, 1.2, 0.6]]), exact
+
+
+def _categorical_case():  # E[(sum_i v[c_i])^2] from the means and variances of v[c_i]
+    program = lambda key, logits: jnp.sum(VALUES[category.vmap().simulate(key, (logits,)).retval]) ** 2
+
+    def exact(logits):
+        probs = jax.nn.softmax(logits)
+        mean, second = probs @ VALUES, probs @ VALUES**2
+        return jnp.sum(mean) ** 2 + jnp.sum(second - mean**2)
+
+    return program, jnp.array([[0.2, -0.4, 1.0], [0.0, 0.5, -1.0]]), exact
+
+
+def _poisson_case():  # sum_i n_i ~ Poisson(sum_i rate_i)
+    program = lambda key, rates: jnp.sqrt(1.0 + jnp.sum(count.vmap().simulate(key, (rates,)).retval))
+    support = jnp.arange(60.0)
+    exact = lambda rates: jnp.sum(jnp.exp(dist.Poisson(jnp.sum(rates)).log_prob(support)) * jnp.sqrt(1.0 + support))
+    return program, jnp.array([0.7, 1.5, 0.4]), exact
+
+
+@pytest.mark.parametrize(
+    "case",
+    [lambda: _normal_case(False), lambda: _normal_case(True), _categorical_case, _poisson_case],
+    ids=["normal-array", "normal-vmapped", "categorical-vmapped", "poisson-vmapped"],
+)
+def test_measure_valued_derivatives_of_each_element(case):
+    program, params, exact = case()
+    objective = expectation(program, strategies={"x": MeasureValued(), "c": MeasureValued(), "n": MeasureValued()})
+    assert_unbiased(lambda k: objective.grad_estimate(k, params), jax.grad(exact)(params), n=10_000)
+
+
+@pytest.mark.parametrize("strategy", [MeasureValued(), Reinforce(), Reinforce(baseline="leave-one-out")], ids=repr)
+def test_choices_vmapped_over_keys(strategy):  # one key per element: E[(sum x_i)^2] = 9 mu^2 + 3
+    def program(key, mu):
+        xs = jax.vmap(lambda k: normal.simulate(k, (mu, 1.0)).retval)(jax.random.split(key, 3))
+        return jnp.sum(xs) ** 2
+
+    objective = expectation(program, strategies={"x": strategy})
+    assert_unbiased(lambda k: objective.grad_estimate(k, 0.4), 18 * 0.4)
+
+
+@ppl.gen
+def switched(params):  # y from one of two normals, picked by a coin
+    b = ppl.sample("b", dist.Bernoulli(logits=params[0]))
+    return ppl.sample("y", ppl.cond(b, dist.Normal(params[1], 1.0), dist.Normal(params[2], 2.0)))
+
+
+def switched_objective(key, params):  # noise after the cond: E = p (mu1^2 + 1) + (1 - p) (mu2^2 + 4) + 1
+    k1, k2 = jax.random.split(key)
+    y = switched.simulate(k1, (params,)).retval
+    return normal.simulate(k2, (y, 1.0)).retval ** 2
+
+
+def switched_exact(params):
+    p = jax.nn.sigmoid(params[0])
+    return p * (params[1] ** 2 + 1.0) + (1 - p) * (params[2] ** 2 + 4.0) + 1.0
+
+
+@pytest.mark.parametrize(
+    "coin, branch",
+    [
+        (Enumerate(), Reparam()),
+        (Reinforce(), Reinforce()),
+        (MeasureValued(), MeasureValued()),
+        (Reinforce(baseline="leave-one-out"), Reinforce(baseline=None)),
+    ],
+    ids=repr,
+)
+def test_choices_inside_cond(coin, branch):
+    objective = expectation(switched_objective, strategies={"b": coin, "y": branch})
+    params = jnp.array([0.4, 1.5, -0.5])
+    assert_unbiased(lambda k: objective.grad_estimate(k, params), jax.grad(switched_exact)(params))
+    value, se = mean_and_se(lambda k: objective.estimate(k, params))
+    assert abs(value - switched_exact(params)) < K * se
+
+
+@ppl.gen
+def walk_step(previous, scale):
+    z = ppl.sample("z", dist.Normal(previous, scale))
+    return z, z
+
+
+def walk_objective(key, params, steps=4):  # E[sum_t z_t^2] = n mu^2 + sigma^2 n (n + 1) / 2
+    zs = walk_step.scan(steps).simulate(key, (params[0], params[1] * jnp.ones(steps))).retval[1]
+    return jnp.sum(zs**2)
+
+
+@pytest.mark.parametrize("strategy", [Reparam(), Reinforce(), Reinforce(baseline=None), Reinforce(baseline=2.0)], ids=repr)
+def test_gaussian_random_walk_inside_scan(strategy):
+    objective = expectation(walk_objective, strategies={"z": strategy})
+    params, n = jnp.array([0.5, 0.8]), 4
+    exact = np.array([2 * n * 0.5, 0.8 * n * (n + 1)])
+    assert_unbiased(lambda k: objective.grad_estimate(k, params), exact)
+    value, se = mean_and_se(lambda k: objective.estimate(k, params))
+    assert abs(value - (n * 0.25 + 0.64 * n * (n + 1) / 2)) < K * se
+
+
+def test_scan_length_does_not_grow_the_program():
+    objective = expectation(walk_objective, strategies={"z": Reinforce()})
+
+    def size(steps):
+        jaxpr = jax.make_jaxpr(lambda k: objective.grad_estimate(k, jnp.ones(2), steps))(jax.random.key(0))
+        return len(str(jaxpr))
+
+    sizes = [size(n) for n in (2, 8, 32)]
+    assert max(sizes) < 1.1 * min(sizes), sizes
+
+
+@ppl.gen
+def flip_step(previous, params):  # a Markov chain of coin flips
+    b = ppl.sample("b", dist.Bernoulli(logits=params[0] + params[1] * previous))
+    return b, b
+
+
+CHAIN_WEIGHTS = jnp.array([1.0, -2.0, 1.5])
+
+
+def chain_objective(key, params):  # noise after the chain: E[y^2] = E[f(bs)^2] + 1
+    k1, k2 = jax.random.split(key)
+    init, xs = jnp.zeros((), jnp.int32), jnp.broadcast_to(params, (3, 2))
+    bs = flip_step.scan(3).simulate(k1, (init, xs)).retval[1]
+    return normal.simulate(k2, (jnp.sum(CHAIN_WEIGHTS * bs) - 0.5, 1.0)).retval ** 2
+
+
+def chain_exact(params):  # by enumeration of the 2^3 paths
+    total = 0.0
+    for path in itertools.product([0, 1], repeat=3):
+        probability, previous = 1.0, 0
+        for b in path:
+            p = jax.nn.sigmoid(params[0] + params[1] * previous)
+            probability, previous = probability * (p if b else 1 - p), b
+        total = total + probability * ((jnp.dot(CHAIN_WEIGHTS, jnp.array(path, float)) - 0.5) ** 2 + 1.0)
+    return total
+
+
+@pytest.mark.parametrize("strategy", [None, Reinforce(baseline=None), Reinforce(baseline=2.0)], ids=repr)
+def test_bernoulli_chain_inside_scan(strategy):  # None: the default inside scan, a sampled baseline
+    objective = expectation(chain_objective, strategies={} if strategy is None else {"b": strategy})
+    params = jnp.array([0.3, -1.2])
+    assert_unbiased(lambda k: objective.grad_estimate(k, params), jax.grad(chain_exact)(params))
+    value, se = mean_and_se(lambda k: objective.estimate(k, params))
+    assert abs(value - chain_exact(params)) < K * se
+
+
+@ppl.gen
+def gated_step(total, theta):  # a REINFORCE'd coin whose logit is a reparameterised choice
+    x = ppl.sample("x", dist.Normal(theta, 1.0))
+    b = ppl.sample("b", dist.Bernoulli(logits=x))
+    return total + b * x, None
+
+
+def test_reinforce_after_reparam_inside_scan():
+    objective = expectation(lambda key, theta: gated_step.scan(2).simulate(key, (0.0, jnp.full(2, theta))).retval[0] ** 2)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(60)  # E[g(x)], x ~ N(theta, 1), by quadrature
+
+    def exact(theta):
+        x = theta + nodes
+        mean = lambda g: jnp.sum(weights * g) / np.sqrt(2 * np.pi)
+        first, second = mean(x * jax.nn.sigmoid(x)), mean(x**2 * jax.nn.sigmoid(x))
+        return 2 * second + 2 * first**2  # (s1 + s2)^2 with s_t = b_t x_t independent
+
+    assert_unbiased(lambda k: objective.grad_estimate(k, 0.3), jax.grad(exact)(0.3))
+
+
+@ppl.gen
+def jump_step(position, logit):  # a coin picks the direction of each jump
+    b = ppl.sample("b", dist.Bernoulli(logits=logit))
+    z = ppl.sample("z", ppl.cond(b, dist.Normal(position + 1.0, 1.0), dist.Normal(position - 1.0, 0.5)))
+    return z, None
+
+
+@pytest.mark.parametrize("strategy", [Reparam(), Reinforce()], ids=repr)
+def test_cond_inside_scan(strategy):
+    steps = 3
+    program = lambda key, logit: jump_step.scan(steps).simulate(key, (0.0, jnp.full(steps, logit))).retval[0] ** 2
+    objective = expectation(program, strategies={"z": strategy})
+
+    def exact(logit):  # the final position is a sum of i.i.d. jumps
+        p = jax.nn.sigmoid(logit)
+        mean, second = 2 * p - 1, p * 2.0 + (1 - p) * 1.25
+        return steps * (second - mean**2) + (steps * mean) ** 2
+
+    assert_unbiased(lambda k: objective.grad_estimate(k, 0.2), jax.grad(exact)(0.2))
+
+
+@pytest.mark.parametrize("strategy", [Enumerate(), MeasureValued(), Reinforce(baseline="leave-one-out")], ids=repr)
+def test_strategies_that_need_the_continuation_are_reported_inside_scan(strategy):
+    objective = expectation(chain_objective, strategies={"b": strategy})
+    with pytest.raises(ppl.ControlFlowError, match="'b'.*scan"):
+        objective.grad_estimate(jax.random.key(0), jnp.zeros(2))

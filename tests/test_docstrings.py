@@ -6,27 +6,29 @@ import pkgutil
 
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 import ppl
 import ppl.inference
 import ppl.transforms
 from ppl import dist
+from ppl.inference import vi
 
 
 def _modules():
     names = []
     for package in (ppl, ppl.transforms, ppl.inference):
         names.append(package.__name__)
-        for info in pkgutil.iter_modules(package.__path__):
-            names.append(f"{package.__name__}.{info.name}")
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+            names.append(info.name)
     return sorted(set(names))
 
 
 @pytest.mark.parametrize("name", _modules())
 def test_docstring_examples(name):
     module = importlib.import_module(name)
-    globs = {"jax": jax, "jnp": jnp, "ppl": ppl, "dist": dist}
+    globs = {"jax": jax, "jnp": jnp, "ppl": ppl, "dist": dist, "vi": vi, "optax": optax}
     result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0
 

@@ -15,15 +15,17 @@ continuation-passing reading of ADEV, Lew et al., POPL 2023).
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
-from ppl.errors import ControlFlowError, format_address
+from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation
 from ppl.primitives import sample_p
 from ppl.trace import join_static, split_static
-from ppl.transforms.stage import sample_sites
-from ppl.transforms.strategies import Site, choose_strategy
+from ppl.transforms.adev_control import Block, apply_block, site_of, sites_inside
+from ppl.transforms.strategies import choose_strategy
 
 __all__ = ["expectation", "Expectation"]
+
+sg = lax.stop_gradient
 
 
 class Expectation:
@@ -103,43 +105,51 @@ class _Surrogate:
         for index in range(start, len(jaxpr.eqns)):
             eqn = jaxpr.eqns[index]
             invals = [read(v) for v in eqn.invars]
+            resume = lambda outs, index=index, eqn=eqn: self._resume(jaxpr, index, eqn, env, outs, after)
             if eqn.primitive is sample_p:
-                return self._choice(jaxpr, index, eqn, invals, env, after)
-            if eqn.primitive.name in JIT_PRIMITIVES and _sites(eqn):
-                return self._enter(jaxpr, index, eqn, invals, env, after)
-            if _sites(eqn):
-                raise ControlFlowError(
-                    f"ADEV: random choices {[format_address(s.params['address']) for s in _sites(eqn)]} sit "
-                    f"inside `{eqn.primitive.name}`; the expectation transform supports them at the top level "
-                    "and inside nested jit and vmap"
-                )
-            for var, value in zip(eqn.outvars, bind_equation(eqn, invals)):
-                env[var] = value
+                site = site_of(eqn, invals)
+                strategy = choose_strategy(self.strategies, site)
+                return strategy.surrogate(site, lambda value: resume([value]))
+            if sites_inside(eqn):
+                return self._control(eqn, invals, resume)
+            env.update(zip(eqn.outvars, bind_equation(eqn, invals)))
         return after([read(v) for v in jaxpr.outvars])
 
-    def _choice(self, jaxpr, index, eqn, invals, env, after):
-        site = Site(invals[0], invals[1], list(invals[2:]), **eqn.params)
+    def _resume(self, jaxpr, index, eqn, env, outs, after):
+        """The continuation after equation ``index``, given its outputs."""
+        rest = dict(env)
+        rest.update(zip(eqn.outvars, outs))
+        return self._from(jaxpr, index + 1, rest, after)
 
-        def continuation(value):
-            rest = dict(env)
-            rest[eqn.outvars[0]] = value
-            return self._from(jaxpr, index + 1, rest, after)
+    def _control(self, eqn, invals, resume):
+        name = eqn.primitive.name
+        if name in JIT_PRIMITIVES:  # run the body, then continue after the call
+            return self._body(eqn.params["jaxpr"], invals, resume)
+        if name == "cond":
+            return self._switch(eqn.params["branches"], invals, resume)
+        if name == "scan":
+            return self._block(eqn, invals, resume)
+        return apply_block(eqn, invals, Block(self.strategies))  # raises the error naming the primitive
 
-        return choose_strategy(self.strategies, site).surrogate(site, continuation)
+    def _body(self, closed, invals, resume):
+        env = dict(zip(closed.jaxpr.constvars, closed.consts))
+        env.update(zip(closed.jaxpr.invars, invals))
+        return self._from(closed.jaxpr, 0, env, resume)
 
-    def _enter(self, jaxpr, index, eqn, invals, env, after):
-        """A nested jit: run its body, then continue after the call."""
-        inner = eqn.params["jaxpr"]
-        inner_env = dict(zip(inner.jaxpr.constvars, inner.consts))
-        inner_env.update(zip(inner.jaxpr.invars, invals))
+    def _switch(self, branches, invals, resume):
+        """``cond``/``switch``: inside ``lax.switch``, each branch runs followed
+        by the rest of the program, so the surrogate is exactly that of the
+        branch taken; every strategy works there. The rest is traced once per
+        branch."""
+        run = lambda branch: lambda operands: self._body(branch, operands, resume)
+        return lax.switch(invals[0], [run(b) for b in branches], list(invals[1:]))
 
-        def resume(outs):
-            rest = dict(env)
-            rest.update(zip(eqn.outvars, outs))
-            return self._from(jaxpr, index + 1, rest, after)
-
-        return self._from(inner.jaxpr, 0, inner_env, resume)
-
-
-def _sites(eqn):
-    return [s for j in sub_jaxprs(eqn.params) for s in sample_sites(getattr(j, "jaxpr", j))]
+    def _block(self, eqn, invals, resume):
+        """``scan``: its choices run as one block (``adev_control``); REINFORCE'd
+        ones learn from the surrogate of everything after the scan."""
+        block = Block(self.strategies)
+        rest = resume(apply_block(eqn, invals, block))
+        baseline = 0.0
+        if block.needs_baseline:  # the rest after an independent run of the block
+            baseline = sg(resume(apply_block(eqn, invals, Block(self.strategies, independent=True))))
+        return rest + block.correction(sg(rest), baseline)

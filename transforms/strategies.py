@@ -4,18 +4,30 @@ A strategy turns a random choice and its continuation (``value -> surrogate
 of the rest of the program``) into a surrogate scalar: its value is an
 unbiased estimate of the expectation, its gradient an unbiased estimate of
 the expectation's gradient with respect to the distribution's parameters.
+Strategies that need no continuation (``Reparam``, ``Reinforce``) also have
+``in_block``: the rule used inside ``scan`` bodies (``transforms/adev_control.py``).
 """
 
+from numbers import Number
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppl.errors import format_address
+from numpyro.distributions import (
+    BernoulliLogits,
+    BernoulliProbs,
+    CategoricalLogits,
+    CategoricalProbs,
+    Normal,
+    Poisson,
+)
+
+from ppl.errors import ControlFlowError, format_address
 from ppl.primitives import log_density_of, log_prob_function, sample_function
 
-__all__ = ["Site", "Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy"]
+__all__ = ["Site", "Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy", "fold_key"]
 
 sg = lax.stop_gradient
 
@@ -42,31 +54,71 @@ class Site(NamedTuple):
             one = jax.vmap(one, in_axes=(0, *level.leaf_axes), axis_size=level.axis_size)
         return one(value, self.active, *self.leaves)
 
+    def per_element(self, fn):
+        """``fn(distribution, active)`` for each element of the vmap levels,
+        stacked with the levels' axes leading, as the value's are."""
+        one = lambda active, *leaves: fn(self.spec.rebuild(leaves), active)
+        for level in self.levels:
+            one = jax.vmap(one, in_axes=level.leaf_axes, axis_size=level.axis_size)
+        return one(self.active, *self.leaves)
+
     @property
     def name(self):
         return format_address(self.address)
+
+
+def fold_key(key, data):
+    """``jax.random.fold_in`` of every key in ``key`` (a vmapped site's key is
+    an array of keys)."""
+    fold = lambda k: jax.random.fold_in(k, data)
+    for _ in range(jnp.ndim(key)):
+        fold = jax.vmap(fold)
+    return fold(key)
 
 
 class Reparam:
     """Pathwise derivative: differentiate through the sampler (NumPyro's
     ``rsample``, implicit reparameterisation for Gamma, Beta, Dirichlet)."""
 
+    def __repr__(self):
+        return "Reparam()"
+
     def surrogate(self, site, continuation):
+        return continuation(self.in_block(site, None))
+
+    def in_block(self, site, block):
         prototype = _template(site)
         if not prototype.has_rsample:
             raise TypeError(f"address {site.name!r}: {type(prototype).__name__} has no reparameterised sampler")
-        return continuation(site.draw())
+        return site.draw()
 
 
 class Reinforce:
-    """Score-function estimator. ``baseline``: ``None``, a number, or
+    """Score-function estimator. ``baseline``: ``None``; a number;
     ``"sampled"`` (the default): the continuation's value at an independent
-    draw, which lowers variance and keeps the estimator unbiased."""
+    draw; or ``"leave-one-out"``: ``num_samples`` draws, each with the mean
+    continuation of the others as its baseline, averaged. Each baseline is
+    independent of the draw it is subtracted from, so the estimator stays
+    unbiased.
 
-    def __init__(self, baseline="sampled"):
-        self.baseline = baseline
+    >>> Reinforce(baseline="leave-one-out", num_samples=4).num_samples
+    4
+    """
+
+    def __init__(self, baseline="sampled", num_samples=4):
+        if not (baseline is None or isinstance(baseline, Number) or baseline in ("sampled", "leave-one-out")):
+            raise ValueError(f'Reinforce baseline must be None, a number, "sampled" or "leave-one-out", got {baseline!r}')
+        if baseline == "leave-one-out" and num_samples < 2:
+            raise ValueError(f"a leave-one-out baseline needs num_samples >= 2, got {num_samples}")
+        self.baseline, self.num_samples = baseline, num_samples
+
+    def __repr__(self):
+        count = f", num_samples={self.num_samples}" if self.baseline == "leave-one-out" else ""
+        return f"Reinforce(baseline={self.baseline!r}{count})"
 
     def surrogate(self, site, continuation):
+        if self.baseline == "leave-one-out":
+            return self._leave_one_out(site, continuation)
         value = sg(site.draw())
         rest = continuation(value)
         log_density = site.log_prob(value)
@@ -77,15 +129,41 @@ class Reinforce:
         if self.baseline is None:
             return 0.0
         if self.baseline == "sampled":
-            other = sg(site.draw(jax.random.fold_in(site.key, 1)))
+            other = sg(site.draw(fold_key(site.key, 1)))
             return sg(continuation(other))
         return self.baseline
+
+    def _leave_one_out(self, site, continuation):
+        """Mean over m of rest_m + (sg rest_m - mean of the other rests) * score_m:
+        the continuations run under one vmap, so the program does not grow with m."""
+        count = self.num_samples
+        keys = [site.key] + [fold_key(site.key, 3 + m) for m in range(1, count)]
+        values = jnp.stack([sg(site.draw(k)) for k in keys])
+        rests = jax.vmap(continuation)(values)
+        log_densities = jax.vmap(site.log_prob)(values)
+        others = (jnp.sum(sg(rests)) - sg(rests)) / (count - 1)
+        return jnp.mean(rests + (sg(rests) - others) * (log_densities - sg(log_densities)))
+
+    def in_block(self, site, block):
+        """Inside a scan: draw, and leave the log density to the block, whose
+        learning signal is the value of the whole rest of the program."""
+        if self.baseline == "leave-one-out":
+            raise ControlFlowError(
+                f"address {site.name!r}: a leave-one-out baseline needs the rest of the program at each choice, "
+                'which ADEV cannot run from inside `scan`; use Reinforce() (a sampled baseline) there'
+            )
+        value = sg(site.draw())
+        block.add_score(site.log_prob(value), self.baseline)
+        return value
 
 
 class Enumerate:
     """Exact sum over a finite support. For a vectorised choice (independent
     elements), each element is enumerated with the others held at their
     sampled values: n x K continuations, run under ``vmap``, never K^n."""
+
+    def __repr__(self):
+        return "Enumerate()"
 
     def surrogate(self, site, continuation):
         support = _support(site)
@@ -100,10 +178,10 @@ class Enumerate:
 
 
 def _support(site):
-    template = _template(site)
-    if not template.has_enumerate_support or template.event_shape != ():
-        raise TypeError(f"address {site.name!r}: {type(template).__name__} has no finite support to enumerate")
-    return template.enumerate_support(expand=False).reshape(-1)
+    prototype = _template(site)
+    if not prototype.has_enumerate_support or prototype.event_shape != ():
+        raise TypeError(f"address {site.name!r}: {type(prototype).__name__} has no finite support to enumerate")
+    return prototype.enumerate_support(expand=False).reshape(-1)
 
 
 def _template(site):
@@ -129,51 +207,89 @@ def _local_terms(site, value, support, continuation):
 class MeasureValued:
     """Measure-valued derivatives (weak derivatives): the gradient of each
     parameter is a difference of the continuation under two coupled
-    distributions. Bernoulli, Categorical, Poisson and Normal."""
+    distributions. Bernoulli, Categorical, Poisson and Normal. Each element
+    of an array-valued or vectorised choice is its own choice: it is replaced
+    with the other elements held at their sampled values (n continuations
+    under ``vmap``, so the program does not grow with n)."""
+
+    def __repr__(self):
+        return "MeasureValued()"
 
     def surrogate(self, site, continuation):
-        if site.levels:
-            raise TypeError(f"address {site.name!r}: measure-valued derivatives of vmapped choices are not supported yet")
-        distribution = site.spec.rebuild(site.leaves)
+        prototype = _template(site)
+        rule = next((r for kind, r in _MEASURE_VALUED_RULES if isinstance(prototype, kind)), None)
+        if rule is None or prototype.event_shape != ():
+            raise TypeError(f"address {site.name!r}: no measure-valued derivative for {type(prototype).__name__}")
         value = sg(site.draw())
         rest = continuation(value)
-        name = type(distribution).__name__
-        key = jax.random.fold_in(site.key, 2)
-        if name in ("BernoulliProbs", "BernoulliLogits"):
-            one, zero = jnp.ones_like(value), jnp.zeros_like(value)
-            return rest + _scalar_term(distribution.probs, continuation(one) - continuation(zero))
-        if name in ("CategoricalProbs", "CategoricalLogits"):
-            support = jnp.arange(distribution.probs.shape[-1])
-            outs = jax.vmap(lambda k: continuation(k.astype(value.dtype)))(support)
-            return rest + jnp.sum((distribution.probs - sg(distribution.probs)) * sg(outs))
-        if name == "Poisson":
-            return rest + _scalar_term(distribution.rate, continuation(value + 1) - rest)
-        if name == "Normal":
-            return rest + _normal_terms(distribution, key, continuation)
-        raise TypeError(f"address {site.name!r}: no measure-valued derivative for {name}")
+        replaced = lambda new: _replaced(continuation, value, new)
+        active = _per_element(site, lambda d, active: active)
+        total = 0.0
+        for parameter, difference in rule(site, value.reshape(-1), rest, replaced):
+            mask = active.reshape(active.shape + (1,) * (parameter.ndim - 1))
+            total = total + jnp.sum(jnp.where(mask, (parameter - sg(parameter)) * sg(difference), 0.0))
+        return rest + total
 
 
-def _scalar_term(parameter, difference):
-    return jnp.sum((parameter - sg(parameter)) * sg(difference))
+def _per_element(site, fn, trailing=()):
+    """``fn(distribution, active)`` for each scalar element, flat: shape (E, *trailing)."""
+    out = site.per_element(lambda d, active: jnp.broadcast_to(fn(d, active), d.batch_shape + trailing))
+    return out.reshape((-1,) + trailing)
 
 
-def _normal_terms(distribution, key, continuation):
-    """d/dmu: (E f(mu + s W) - E f(mu - s W)) / (s sqrt(2 pi)), W Weibull(2, sqrt 2);
-    d/dsigma: (E f(mu + s M) - E f(mu + s Z)) / s, M double-sided Maxwell, Z normal."""
-    loc, scale = distribution.loc, distribution.scale
-    k1, k2, k3, k4 = jax.random.split(key, 4)
-    weibull = jnp.sqrt(-2.0 * jnp.log(jax.random.uniform(k1, jnp.shape(loc), minval=1e-12)))
-    maxwell = jnp.linalg.norm(jax.random.normal(k2, jnp.shape(loc) + (3,)), axis=-1)
-    maxwell = maxwell * jnp.where(jax.random.bernoulli(k3, 0.5, jnp.shape(loc)), 1.0, -1.0)
-    normal = jax.random.normal(k4, jnp.shape(loc))
-    c_loc = 1.0 / (scale * jnp.sqrt(2.0 * jnp.pi))
-    d_loc = c_loc * (continuation(sg(loc + scale * weibull)) - continuation(sg(loc - scale * weibull)))
-    d_scale = (continuation(sg(loc + scale * maxwell)) - continuation(sg(loc + scale * normal))) / scale
-    return _scalar_term(loc, d_loc) + _scalar_term(scale, d_scale)
+def _replaced(continuation, value, new):
+    """``F(v with element e set to new[e])`` for every element e, under one vmap."""
+    flat = value.reshape(-1)
+    one = lambda e, v: continuation(flat.at[e].set(v.astype(flat.dtype)).reshape(value.shape))
+    return jax.vmap(one)(jnp.arange(flat.size), new)
 
 
-def choose_strategy(strategies, site):
-    """By address, then by distribution type, then the default."""
+def _bernoulli(site, flat, rest, replaced):
+    """d/dp E f = f(1) - f(0); one of the two is the sampled run."""
+    flipped = replaced(1 - flat)
+    return [(_per_element(site, lambda d, _: d.probs), (2 * flat - 1) * (rest - flipped))]
+
+
+def _categorical(site, flat, rest, replaced):
+    """d/dp_k E f = f(k): every value of each element."""
+    size = _template(site).probs.shape[-1]
+    probs = _per_element(site, lambda d, _: d.probs, (size,))
+    outs = jax.vmap(lambda k: replaced(jnp.full(flat.shape, k, flat.dtype)))(jnp.arange(size))  # (K, E)
+    return [(probs, outs.T)]
+
+
+def _poisson(site, flat, rest, replaced):
+    """d/d rate E f(N) = E[f(N + 1) - f(N)]."""
+    return [(_per_element(site, lambda d, _: d.rate), replaced(flat + 1) - rest)]
+
+
+def _normal(site, flat, rest, replaced):
+    """d/dmu: (f(mu + s W) - f(mu - s W)) / (s sqrt(2 pi)), W ~ Weibull(2, sqrt 2);
+    d/dsigma: (f(mu + s M) - f(x)) / s, M double-sided Maxwell, x the sampled value."""
+    loc = _per_element(site, lambda d, _: d.loc)
+    scale = _per_element(site, lambda d, _: d.scale)
+    key = fold_key(site.key, 2)
+    k1, k2, k3 = jax.random.split(jnp.reshape(key, (-1,))[0], 3)
+    weibull = jnp.sqrt(-2.0 * jnp.log(jax.random.uniform(k1, flat.shape, minval=1e-12)))
+    maxwell = jnp.linalg.norm(jax.random.normal(k2, flat.shape + (3,)), axis=-1)
+    maxwell = maxwell * jnp.where(jax.random.bernoulli(k3, 0.5, flat.shape), 1.0, -1.0)
+    at = lambda x: replaced(sg(x))
+    d_loc = (at(loc + scale * weibull) - at(loc - scale * weibull)) / (scale * jnp.sqrt(2.0 * jnp.pi))
+    d_scale = (at(loc + scale * maxwell) - rest) / scale
+    return [(loc, d_loc), (scale, d_scale)]
+
+
+_MEASURE_VALUED_RULES = (
+    ((BernoulliProbs, BernoulliLogits), _bernoulli),
+    ((CategoricalProbs, CategoricalLogits), _categorical),
+    (Poisson, _poisson),
+    (Normal, _normal),
+)
+
+
+def choose_strategy(strategies, site, in_scan=False):
+    """By address, then by distribution type, then the default: inside a
+    scan body (no continuation there) Reparam or Reinforce."""
     for key in (site.address, format_address(site.address)):
         if key in strategies:
             return strategies[key]
@@ -181,20 +297,22 @@ def choose_strategy(strategies, site):
     for kind, strategy in strategies.items():
         if isinstance(kind, type) and node_type is not None and issubclass(node_type, kind):
             return strategy
+    if in_scan:
+        return Reparam() if _template(site).has_rsample else Reinforce()
     return _default(site)
 
 
 def _default(site):
-    template = _template(site)
-    if template.has_rsample:
+    prototype = _template(site)
+    if prototype.has_rsample:
         return Reparam()
-    if template.has_enumerate_support and template.event_shape == () and _support_size(template) <= 64:
+    if prototype.has_enumerate_support and prototype.event_shape == () and _support_size(prototype) <= 64:
         return Enumerate()
     return Reinforce()
 
 
-def _support_size(template):
+def _support_size(prototype):
     try:
-        return int(template.enumerate_support(expand=False).size)
+        return int(prototype.enumerate_support(expand=False).size)
     except Exception:  # a support that depends on traced parameters
         return 10**9

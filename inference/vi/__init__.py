@@ -4,6 +4,28 @@ Objectives are programs written with ``sim``, ``density``, ``marginal`` and
 ``normalize``; ADEV turns them into unbiased gradient estimators. Families
 (``mean_field``, ``full_rank``, ``amortized``) are generative functions with
 parameters; ``fit`` runs an optax optimiser on any objective.
+
+A new objective is a program ``(key, params, *args) -> real`` decorated with
+``ppl.transforms.expectation``. For example the beta-VAE objective
+E_q[log p(x | z)] - beta KL(q || p(z)), which is not in the library:
+
+>>> @ppl.gen
+... def model(params):
+...     z = ppl.sample("z", dist.Normal(0.0, 1.0))
+...     ppl.sample("x", dist.Normal(z, 0.5))
+>>> guide = vi.mean_field(model, (None,), {"x": 1.0})
+>>> @ppl.transforms.expectation
+... def beta_elbo(key, params, observations, beta):
+...     latents, log_q = vi.sim(guide, key, (params,))
+...     log_p = vi.density(model, ppl.merge(latents, observations), (params,), scale={"z": beta})
+...     return log_p - beta * log_q  # log p(x | z) + beta (log p(z) - log q(z))
+>>> optimizer = optax.adam(optax.cosine_decay_schedule(0.1, 2000))
+>>> result = vi.fit(beta_elbo, guide.init_params(), optimizer, 2000, ({"x": 1.0}, 0.5),
+...                 key=jax.random.key(0), progress=False)
+>>> # optimum: q(z) proportional to p(x | z)^(1 / beta) p(z) = N(8/9, 1/9) for beta = 1/2
+>>> loc, scale = result.params["guide"]["loc"][0], jax.nn.softplus(result.params["guide"]["raw_scale"][0])
+>>> bool(abs(loc - 8 / 9) < 0.1 and abs(scale - 1 / 3) < 0.05)
+True
 """
 
 from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanexp, marginal, normalize, sim

@@ -100,8 +100,8 @@ def latent_sites(model, args, observations, supports=None):
     ... def model():
     ...     scale = ppl.sample("scale", dist.HalfNormal(1.0))
     ...     ppl.sample("y", dist.Normal(0.0, scale))
-    >>> [(l.address, l.shape, type(l.support).__name__) for l in vi.latent_sites(model, (), {"y": 1.0})]
-    [(('scale',), (), 'Positive')]
+    >>> [(l.address, l.shape, str(l.support)) for l in vi.latent_sites(model, (), {"y": 1.0})]
+    [(('scale',), (), 'Positive(lower_bound=0.0)')]
     """
     observed = ppl.select(*ppl.flatten(observations or {}).keys())
     given = {ppl.choicemap.as_path(a): s for a, s in (supports or {}).items()}

@@ -269,13 +269,16 @@ class per_datum:
     axis (as in ``jax.vmap``). Parameters are shared.
 
     >>> @ppl.gen
-    ... def model(params):
+    ... def model(params, x):
     ...     z = ppl.sample("z", dist.Normal(0.0, 1.0))
     ...     ppl.sample("x", dist.Normal(z, 1.0))
     >>> @ppl.gen
     ... def guide(params, x):
-    ...     ppl.sample("z", dist.Normal(params["w"] * x, 1.0))
-    >>> objective = vi.per_datum(vi.elbo(lambda params, x: None, guide), in_axes=(0, 0))  # doctest: +SKIP
+    ...     ppl.sample("z", dist.Normal(params * x, 1.0))
+    >>> objective = vi.per_datum(vi.elbo(model, guide), in_axes=(0, 0))
+    >>> xs = jnp.array([0.5, 1.0, 2.0])
+    >>> objective.grad_estimate(jax.random.key(0), 0.5, {"x": xs}, xs).shape
+    ()
     """
 
     def __init__(self, objective, in_axes=0, data_scale=1.0):
