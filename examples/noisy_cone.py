@@ -29,20 +29,27 @@ paper reports the mean of 5,000 estimates of each objective at its trained
 parameters; we report the mean of many more, with its standard error.
 
 A bound that estimates the variational density (HVI) pays for the noise of
-that estimate: with a useless reverse model, HVI is worse than the plain
-ELBO although its family is better. Estimating the density with more
-particles (IWHVI), and then importance weighting the outer bound too
-(DIWHVI), recovers the gap: DIWHVI is the tightest bound of the five.
+that estimate: with an uninformed reverse model, HVI is worse than the plain
+ELBO although its family matches the posterior's shape far better.
+Estimating the density with 5 draws of u (IWHVI) brings it back to about the
+ELBO, and importance weighting the outer bound too (DIWHVI) makes it the
+tightest of the five.
 
-Run it with ``.venv/bin/python examples/noisy_cone.py`` (about a minute
-on a laptop CPU). It prints the table next to the paper's numbers and saves
-training curves and samples from each trained family over the posterior's
-density to examples/output/noisy_cone.png.
+Run it with ``.venv/bin/python examples/noisy_cone.py`` (about 30 s of CPU
+time, most of it compiling). It prints the table next to the paper's numbers
+and the exact log evidence, and saves training curves and samples from each
+trained family over the posterior's density to examples/output/noisy_cone.png.
+
+Measured (seed 0, 100,000 evaluation samples each; standard errors <= 0.004):
+ELBO -8.08 (paper -8.08), IWELBO -7.58 (-7.83), HVI -9.75 (-9.75), IWHVI
+-8.17 (-8.18), DIWHVI -7.31 (-7.33); log p(z = 5) = -5.32. The IWELBO row is
+the one that differs: over five seeds our single-sample SGD runs end between
+-7.70 and -7.58, all above the paper's single run.
 """
 
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -243,10 +250,11 @@ def plot(path, experiments_, results, evidence, key, num_samples=3_000):
     curves.grid(alpha=0.3)
     x, y, log_density = log_posterior_grid()
     density = np.exp(log_density - log_density.max())
-    for ax, experiment, key in zip(axes.flat[1:], experiments_, jax.random.split(key, len(experiments_))):
+    keys = jax.random.split(key, len(experiments_))
+    for ax, experiment, family_key in zip(axes.flat[1:], experiments_, keys, strict=True):
         result = results[experiment.name]
         ax.contour(x, y, density, levels=[0.05, 0.3, 0.7], colors="k", linewidths=0.8)
-        xs, ys = family_samples(experiment.family, result.params, key, num_samples)
+        xs, ys = family_samples(experiment.family, result.params, family_key, num_samples)
         ax.scatter(xs, ys, s=3, alpha=0.3, color="tab:blue")
         ax.set_xlim(-3.5, 3.5)
         ax.set_ylim(-3.5, 3.5)
@@ -268,7 +276,7 @@ def main(step_fraction=1.0, num_evaluation_samples=NUM_EVALUATION_SAMPLES, plot_
     start = time.perf_counter()
     experiments_ = experiments()
     results = {}
-    for experiment, key in zip(experiments_, jax.random.split(jax.random.key(seed), len(experiments_))):
+    for experiment, key in zip(experiments_, jax.random.split(jax.random.key(seed), len(experiments_)), strict=True):
         print(f"{experiment.name:<20} training ...", end=" ", flush=True)
         results[experiment.name] = result = run(experiment, key, step_fraction, num_evaluation_samples)
         print(f"{result.value:8.3f}  ({result.seconds:.1f}s)", flush=True)
