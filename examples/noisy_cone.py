@@ -115,21 +115,6 @@ def angle_reverse_model(latents, params):
 # ----- the experiments ---------------------------------------------------------------
 
 
-class SampleMean:
-    """The mean of ``num_samples`` independent estimates of ``objective``: the
-    paper's training steps average 64 gradient estimates."""
-
-    def __init__(self, objective, num_samples):
-        self.objective, self.num_samples = objective, num_samples
-
-    def estimate(self, key, params, *args):
-        keys = jax.random.split(key, self.num_samples)
-        return jnp.mean(jax.vmap(lambda k: self.objective.estimate(k, params, *args))(keys))
-
-    def value_and_grad_estimate(self, key, params, *args):
-        return jax.value_and_grad(lambda p: self.estimate(key, p, *args))(params)
-
-
 class Experiment(NamedTuple):
     name: str
     objective: Any
@@ -162,10 +147,10 @@ def experiments():
 def train(experiment, key, step_fraction=1.0):
     objective = experiment.objective
     if experiment.samples_per_step > 1:
-        objective = SampleMean(objective, experiment.samples_per_step)
+        objective = vi.averaged(objective, experiment.samples_per_step)  # the paper averages 64 estimates per step
     num_steps = max(1, int(experiment.num_steps * step_fraction))
     optimizer = optax.sgd(LEARNING_RATE)
-    return vi.fit(objective, experiment.init_params, optimizer, num_steps, (OBSERVATIONS,), key=key, progress=False)
+    return vi.fit(objective, experiment.init_params, optimizer, num_steps, (OBSERVATIONS,), key=key)
 
 
 def evaluate(objective, params, key, num_samples):

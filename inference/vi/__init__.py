@@ -33,6 +33,7 @@ from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank
 from ppl.inference.vi.fit import FitResult, FitState, fit
 from ppl.inference.vi.objectives import (
     Objective,
+    averaged,
     diwhvi,
     elbo,
     hvi,
@@ -68,6 +69,7 @@ __all__ = [
     "iwhvi",
     "diwhvi",
     "per_datum",
+    "averaged",
     "Latent",
     "NormalFamily",
     "latent_sites",

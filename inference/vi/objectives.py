@@ -32,6 +32,7 @@ __all__ = [
     "iwhvi",
     "diwhvi",
     "per_datum",
+    "averaged",
 ]
 
 sg = lax.stop_gradient
@@ -262,7 +263,27 @@ def diwhvi(model, joint_guide, latents, proposal, num_particles, num_inner, stra
     return iwelbo(model, marginal(joint_guide, latents, proposal, num_inner), num_particles, strategies=strategies)
 
 
-class per_datum:
+class _Combined:
+    """An objective made from another: gradients from ``estimate``; equal
+    when built the same way (``fit`` reuses compiled steps on equal ones)."""
+
+    def grad_estimate(self, key, params, *args):
+        return jax.grad(lambda p: self.estimate(key, p, *args))(params)
+
+    def value_and_grad_estimate(self, key, params, *args):
+        return jax.value_and_grad(lambda p: self.estimate(key, p, *args))(params)
+
+    def _identity(self):
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
+
+
+class per_datum(_Combined):
     """A per-datapoint objective summed over a batch: each datum's estimate
     runs under ``jax.vmap`` with its own key, so each gets its own learning
     signal. ``in_axes`` says which of ``(observations, *args)`` carry the batch
@@ -291,27 +312,48 @@ class per_datum:
         run = lambda k, obs, *a: self.objective.estimate(k, params, obs, *a)
         return self.data_scale * jnp.sum(jax.vmap(run, in_axes=(0, *axes))(keys, observations, *args))
 
-    def grad_estimate(self, key, params, *args):
-        return jax.grad(lambda p: self.estimate(key, p, *args))(params)
-
-    def value_and_grad_estimate(self, key, params, *args):
-        return jax.value_and_grad(lambda p: self.estimate(key, p, *args))(params)
-
     def with_data_scale(self, data_scale):
         return per_datum(self.objective, self.in_axes, data_scale)
 
-    def __eq__(self, other):
-        return type(other) is per_datum and (self.objective, self.in_axes, self.data_scale) == (
-            other.objective,
-            other.in_axes,
-            other.data_scale,
-        )
-
-    def __hash__(self):
-        return hash((self.objective, self.in_axes, self.data_scale))
+    def _identity(self):
+        return (self.objective, self.in_axes, self.data_scale)
 
     def __repr__(self):
         return f"<per_datum {self.objective!r}>"
+
+
+class averaged(_Combined):
+    """The mean of ``num_samples`` independent estimates of ``objective`` (as
+    NumPyro's ``Trace_ELBO(num_particles=...)``): same expectation, variance
+    divided by ``num_samples``.
+
+    >>> @ppl.gen
+    ... def model(params):
+    ...     return ppl.sample("x", dist.Normal(params, 1.0))
+    >>> objective = ppl.transforms.expectation(lambda key, mu: model.simulate(key, (mu,)).retval)
+    >>> float(vi.averaged(objective, 8).grad_estimate(jax.random.key(0), 0.5))  # d/dmu E[x] = 1
+    1.0
+    """
+
+    def __init__(self, objective, num_samples):
+        if num_samples < 1:
+            raise ValueError(f"averaged: num_samples must be >= 1, got {num_samples}")
+        self.objective, self.num_samples = objective, num_samples
+
+    def estimate(self, key, params, *args):
+        keys = jax.random.split(key, self.num_samples)
+        return jnp.mean(jax.vmap(lambda k: self.objective.estimate(k, params, *args))(keys))
+
+    def with_data_scale(self, data_scale):
+        if not hasattr(self.objective, "with_data_scale"):
+            raise TypeError(f"{self.objective!r} has no with_data_scale")
+        return averaged(self.objective.with_data_scale(data_scale), self.num_samples)
+
+    def _identity(self):
+        return (self.objective, self.num_samples)
+
+    def __repr__(self):
+        return f"<averaged {self.objective!r} x{self.num_samples}>"
 
 
 def _batch_size(values, in_axes):
