@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.run            # full run, writes benchmarks/RESULTS.md
     .venv/bin/python -m benchmarks.run --quick    # a smaller run, printed only
+    .venv/bin/python -m benchmarks.run vae        # only the VAE benchmark, printed only
 """
 
 import argparse
@@ -15,12 +16,13 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import compile_bench, importance_bench  # noqa: E402
+from benchmarks import compile_bench, importance_bench, vae_bench  # noqa: E402
 from benchmarks.timing import machine_description  # noqa: E402
 
 __all__ = ["main"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARKS = ("importance", "compile", "vae")
 
 
 def _ints(text):
@@ -29,6 +31,10 @@ def _ints(text):
 
 def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "benchmarks", nargs="*", metavar="BENCHMARK",
+        help=f"run only these, of {', '.join(BENCHMARKS)} (default all; a selection prints only, unless --output)",
+    )
     parser.add_argument("--quick", action="store_true", help="N up to 1e5, n up to 50, fewer repeats; prints only")
     parser.add_argument("--sizes", type=_ints, help="particle counts N (default 1e3,1e4,1e5,1e6)")
     parser.add_argument("--compile-sizes", type=_ints, help="chain lengths n (default 10,25,50,100,200)")
@@ -37,15 +43,25 @@ def _parse(argv):
     parser.add_argument("--sanity-size", type=int, default=100_000, help="N of the statistical check (default 1e5)")
     parser.add_argument("--skip-importance", action="store_true")
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--skip-vae", action="store_true")
+    parser.add_argument("--vae-repeats", type=int, help="interleaved repeats of 200 VAE steps (default 15, 5 with --quick)")
     parser.add_argument("--output", help="markdown file to write (default benchmarks/RESULTS.md, none with --quick)")
     args = parser.parse_args(argv)
     quick = args.quick
+    unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    selected = set(args.benchmarks) or set(BENCHMARKS)
+    args.skip_importance |= "importance" not in selected
+    args.skip_compile |= "compile" not in selected
+    args.skip_vae |= "vae" not in selected
+    args.vae_repeats = args.vae_repeats or (5 if quick else 15)
     args.sizes = args.sizes or ([1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000])
     args.compile_sizes = args.compile_sizes or ([10, 25, 50] if quick else [10, 25, 50, 100, 200])
     if args.diagnose_sizes is None:
         args.diagnose_sizes = [100_000] if quick else [100_000, 1_000_000]
     args.repeats_scale = args.repeats_scale or (0.3 if quick else 1.0)
-    if args.output is None and not quick:
+    if args.output is None and not quick and not args.benchmarks:
         args.output = os.path.join(_HERE, "RESULTS.md")
     return args
 
@@ -94,6 +110,21 @@ def _targets(medians, compile_results, sizes, compile_sizes):
     return lines + [""]
 
 
+def _vae_targets(medians, cpu_medians):
+    """The VAE targets, on the per-step loop (wall time; CPU time alongside)."""
+    if not medians:
+        return []
+    hand, ppl, numpyro = (medians[name] for name in vae_bench.MAIN)
+    cpu = cpu_medians["ppl"] / cpu_medians[vae_bench.BASELINE]
+    cpu_numpyro = cpu_medians["ppl"] / cpu_medians["NumPyro"]
+    return [
+        f"- VAE step: ppl within 1.05× of hand-written JAX: **{'met' if ppl / hand <= 1.05 else 'missed'}** "
+        f"({ppl / hand:.2f}× wall, {cpu:.2f}× CPU time)",
+        f"- VAE step: ppl faster than NumPyro: **{'met' if ppl < numpyro else 'missed'}** "
+        f"({ppl / numpyro:.2f}× NumPyro's wall time, {cpu_numpyro:.2f}× its CPU time)",
+    ]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
@@ -134,7 +165,20 @@ def main(argv=None):
         ]
         table, compile_results = compile_bench.run(args.compile_sizes)
         body += table + [""]
-    lines += _targets(medians, compile_results, args.sizes, args.compile_sizes) + body
+    vae_medians, vae_cpu = {}, {}
+    if not args.skip_vae:
+        body += [
+            "## (C) VAE training step (binarised digits, batch 128, hidden 200, latent 10, optax.adam(1e-3))",
+            "",
+            "ppl (`vi.amortized` guide, `vi.per_datum(vi.elbo(...))`, `value_and_grad_estimate`), hand-written JAX "
+            "+ optax and NumPyro SVI (`Trace_ELBO`, networks through `nnx_module`), the same flax nnx networks "
+            "and initial weights; one jitted call per training step.",
+            "",
+        ]
+        table, vae_medians, vae_cpu = vae_bench.run(repeats=args.vae_repeats)
+        body += table + [""]
+    targets = _targets(medians, compile_results, args.sizes, args.compile_sizes)
+    lines += targets[:-1] + _vae_targets(vae_medians, vae_cpu) + [""] + body
     lines.append(f"Total wall time of this run: {time.perf_counter() - start:.0f} s.")
     report = "\n".join(lines) + "\n"
     print("\n" + report)

@@ -35,15 +35,19 @@ __all__ = [
     "HIDDEN",
     "PIXELS",
     "BATCH",
+    "LEARNING_RATE",
     "MLP",
+    "System",
     "StepState",
     "make_data",
     "make_networks",
+    "make_pure_networks",
+    "make_ppl_objective",
     "make_ppl",
     "make_hand",
-    "System",
     "make_numpyro",
     "hand_elbo",
+    "BASELINE",
     "SYSTEMS",
 ]
 
@@ -75,6 +79,24 @@ def make_data(batch_size=BATCH, seed=0):
 def make_networks():
     """Fresh decoder and encoder with the same initial weights every call."""
     return {"decoder": MLP(LATENT, HIDDEN, PIXELS, nnx.Rngs(0)), "encoder": MLP(PIXELS, HIDDEN, 2 * LATENT, nnx.Rngs(1))}
+
+
+def make_pure_networks():
+    """The same networks as callables whose pytree is the weights' pure dict
+    (``jax.tree_util.Partial``): flattening them for a jitted call is cheap,
+    where an nnx module's pytree flattening walks its object graph in Python."""
+    return {name: _as_partial(module) for name, module in make_networks().items()}
+
+
+def _as_partial(module):
+    graph = nnx.graphdef(module)
+
+    def apply(pure, *args):
+        state = nnx.state(module)  # a fresh State each call, filled with pure's arrays
+        nnx.replace_by_pure_dict(state, pure)
+        return nnx.merge(graph, state)(*args)
+
+    return jax.tree_util.Partial(apply, nnx.to_pure_dict(nnx.state(module)))
 
 
 class System(NamedTuple):
@@ -125,15 +147,16 @@ def make_ppl_model():
 
 
 def make_ppl_objective(params, batch):
+    """``per_datum(elbo(model, amortized guide))`` of ``(key, params, {"x": batch}, batch)``."""
     model = make_ppl_model()
     guide = vi.amortized(model, (params, batch[0]), {"x": batch[0]})
     return vi.per_datum(vi.elbo(model, guide), in_axes=(0, 0))
 
 
-def make_ppl(key, batch):
-    """The step is ``vi.fit``'s (its ``_chunk``)
-    without the scan: ``value_and_grad_estimate`` of the objective, negated, into optax."""
-    params, optimizer = make_networks(), optax.adam(LEARNING_RATE)
+def make_ppl(key, batch, networks=make_networks):
+    """The step of ``vi.fit`` (its ``_chunk``) without the scan and the minibatch:
+    the objective's ``value_and_grad_estimate``, negated, into optax."""
+    params, optimizer = networks(), optax.adam(LEARNING_RATE)
     objective = make_ppl_objective(params, batch)
 
     def loss_and_grad(key, params, batch):
@@ -163,8 +186,9 @@ def hand_elbo(key, params, batch):
     return log_likelihood + log_prior - log_guide
 
 
-def make_hand(key, batch):
-    params, optimizer = make_networks(), optax.adam(LEARNING_RATE)
+def make_hand(key, batch, networks=make_networks):
+    """The same ELBO written directly, ``jax.value_and_grad``, optax."""
+    params, optimizer = networks(), optax.adam(LEARNING_RATE)
     loss_and_grad = jax.value_and_grad(lambda params, key, batch: -hand_elbo(key, params, batch))
     step = _optax_step(lambda key, params, batch: loss_and_grad(params, key, batch), optimizer)
     return System(jax.jit(step), StepState(params, optimizer.init(params), key), _params)
@@ -174,9 +198,10 @@ def make_hand(key, batch):
 
 
 def make_numpyro(key, batch):
-    """``svi.update`` is not jitted inside
-    NumPyro, so it is jitted here, as its documentation does; ``svi.init`` runs
-    the model once eagerly to collect the parameters (not counted as compile)."""
+    """``SVI(model, guide, optax.adam, Trace_ELBO())`` with the networks through
+    ``nnx_module``. ``svi.update`` is not jitted inside NumPyro, so it is jitted
+    here, as NumPyro's examples do; ``svi.init`` runs the model once eagerly to
+    collect the parameters (not counted as compile time)."""
     networks = make_networks()
 
     def model(x):

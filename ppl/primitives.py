@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
-from numpyro.distributions import BernoulliLogits, BinomialLogits
+from numpyro.distributions import BernoulliLogits, BinomialLogits, ExpandedDistribution, Independent
 
 from ppl._jax import Primitive, ad, batching, mlir
 
@@ -206,6 +206,13 @@ def log_density_of(distribution, value):
         log_p = value * jax.nn.log_sigmoid(logits) + (count - value) * jax.nn.log_sigmoid(-logits)
         log_p = log_p + gammaln(count + 1.0) - gammaln(value + 1.0) - gammaln(count - value + 1.0)
         return jnp.where(distribution.support.check(value), log_p, -jnp.inf)
+    if isinstance(distribution, Independent):  # reach a Bernoulli/Binomial inside .to_event(n)
+        log_p = log_density_of(distribution.base_dist, value)
+        return jnp.sum(log_p, axis=tuple(range(-distribution.reinterpreted_batch_ndims, 0)))
+    if isinstance(distribution, ExpandedDistribution):  # ... or inside .expand(shape)
+        batch = jnp.shape(value)[: max(jnp.ndim(value) - distribution.event_dim, 0)]
+        log_p = log_density_of(distribution.base_dist, value)
+        return jnp.broadcast_to(log_p, jnp.broadcast_shapes(distribution.batch_shape, batch))
     return distribution.log_prob(value)
 
 
