@@ -19,8 +19,12 @@ objective trains them together:
 
 Each is wrapped in ``vi.per_datum`` (one learning signal per image) and run by
 ``vi.fit`` on minibatches of 128 images. Afterwards, log p(x) of each image
-is estimated with ``vi.iwelbo(model, guide, 1000)`` (a bound that is tight to
-within a fraction of a nat at K = 1000), for the test and the training images.
+is estimated with ``vi.iwelbo(model, guide, 1000)``, a lower bound that is
+nearly tight here (on the test set, K = 5000 raises it by about 0.01 nats per
+image), for the test and the training images. With the default settings the
+IWELBO(5)-trained model scores about 0.5 nats per test image higher than the
+ELBO-trained one, and the ELBO-trained model has the higher test ELBO: each
+model is best at the bound it was trained on.
 
 Run it with ``.venv/bin/python examples/vae_digits.py`` (a few minutes on a
 2-core CPU). It prints a results table and saves, under examples/output/,
@@ -39,7 +43,6 @@ import matplotlib
 import numpy as np
 import optax
 from flax import nnx
-from jax import lax
 from sklearn.datasets import load_digits
 
 import ppl
@@ -134,32 +137,49 @@ def train(objective, images, num_steps, seed, progress=True):
     return result, time.perf_counter() - start
 
 
-def per_image(objective, params, images, key, num_draws=1, chunk_size=32):
-    """One estimate of ``objective`` for each image, averaged over
-    ``num_draws`` draws; images go ``chunk_size`` at a time, so memory stays
-    at ``chunk_size * num_draws`` copies of one evaluation."""
+def per_image_estimator(objective, num_draws=1, chunk_size=64):
+    """A function ``(params, images, key) -> one estimate per image`` of
+    ``objective``, averaged over ``num_draws`` draws. Images go through in
+    chunks of ``chunk_size`` (the last one padded), so it compiles once for
+    any number of images and any parameters of the same shapes, and memory
+    stays at ``chunk_size * num_draws`` evaluations of the objective."""
 
     def one(params, key, image):
         draw = lambda k: objective.estimate(k, params, {"x": image}, image)
         return jnp.mean(jax.vmap(draw)(jax.random.split(key, num_draws)))
 
-    @jax.jit
-    def run(params, keys, images):
-        return lax.map(lambda pair: one(params, *pair), (keys, images), batch_size=chunk_size)
+    chunk = jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
 
-    return np.asarray(run(params, jax.random.split(key, len(images)), images))
+    def estimate(params, images, key):
+        count = len(images)
+        padded = -count % chunk_size
+        images = jnp.concatenate([images, jnp.zeros((padded, *images.shape[1:]), images.dtype)])
+        keys = jax.random.split(key, len(images))
+        pieces = [
+            chunk(params, keys[start : start + chunk_size], images[start : start + chunk_size])
+            for start in range(0, len(images), chunk_size)
+        ]
+        return np.concatenate([np.asarray(piece) for piece in pieces])[:count]
+
+    return estimate
 
 
-def evaluate(guide, params, train_images, test_images, key, num_particles=EVAL_PARTICLES):
-    """Per-image IWELBO(num_particles) on the test and training images, and
-    the ELBO on the test images."""
-    iwelbo, elbo = vi.iwelbo(model, guide, num_particles), vi.elbo(model, guide)
-    keys = jax.random.split(key, 3)
-    return {
-        "test_iwelbo": per_image(iwelbo, params, test_images, keys[0]),
-        "train_iwelbo": per_image(iwelbo, params, train_images, keys[1]),
-        "test_elbo": per_image(elbo, params, test_images, keys[2], num_draws=ELBO_DRAWS),
-    }
+def make_evaluator(guide, num_particles=EVAL_PARTICLES):
+    """A function ``(params, train_images, test_images, key)`` returning
+    per-image IWELBO(num_particles) on the test and training images, and the
+    ELBO (a mean over ``ELBO_DRAWS`` draws) on the test images."""
+    iwelbo = per_image_estimator(vi.iwelbo(model, guide, num_particles))
+    elbo = per_image_estimator(vi.elbo(model, guide), num_draws=ELBO_DRAWS)
+
+    def evaluate(params, train_images, test_images, key):
+        keys = jax.random.split(key, 3)
+        return {
+            "test_iwelbo": iwelbo(params, test_images, keys[0]),
+            "train_iwelbo": iwelbo(params, train_images, keys[1]),
+            "test_elbo": elbo(params, test_images, keys[2]),
+        }
+
+    return evaluate
 
 
 def reconstruct(params, images):
@@ -189,11 +209,12 @@ def plot_curves(path, histories, data_size):
         width = max(1, len(history) // 50)
         steps = np.arange(1, len(history) + 1)
         ax.plot(steps, per_image_history, color=color, alpha=0.15, lw=0.5)
-        ax.plot(steps[width - 1 :], moving_average(per_image_history, width), color=color, label=f"{name} ({width}-step mean)")
+        smooth = moving_average(per_image_history, width)
+        ax.plot(steps[width - 1 :], smooth, color=color, label=f"{name} ({width}-step mean)")
     low = min(np.percentile(h / data_size, 5) for h in histories.values())
     high = max(np.max(h / data_size) for h in histories.values())
     ax.set_ylim(low, high + 0.05 * (high - low))
-    ax.set_xlabel("step (minibatch of %d)" % BATCH_SIZE)
+    ax.set_xlabel(f"step (minibatch of {BATCH_SIZE})")
     ax.set_ylabel("training objective per image (nats)")
     ax.set_title("VAE on binarised digits: training objective")
     ax.grid(alpha=0.3)
@@ -223,18 +244,16 @@ def plot_reconstructions(path, images, reconstructions):
 
 
 def plot_samples(path, samples, columns=8):
-    fig, panels = plt.subplots(1, len(samples), figsize=(5 * len(samples), 5.3))
-    for panel, (name, images) in zip(np.atleast_1d(panels), samples.items()):
+    figure = plt.figure(figsize=(4.5 * len(samples), 5.0), layout="constrained")
+    for subfigure, (name, images) in zip(np.atleast_1d(figure.subfigures(1, len(samples))), samples.items()):
         rows = len(images) // columns
-        grid = images[: rows * columns].reshape(rows, columns, 8, 8).transpose(0, 2, 1, 3).reshape(rows * 8, columns * 8)
-        panel.imshow(grid, cmap="gray_r", vmin=0.0, vmax=1.0)
-        panel.set_xticks([])
-        panel.set_yticks([])
-        panel.set_title(f"trained with {name}")
-    fig.suptitle("Decoder probabilities at z drawn from the prior")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        axes = subfigure.subplots(rows, columns, squeeze=False)
+        for row_axes, row in zip(axes, images.reshape(rows, columns, -1)):
+            show_row(row_axes, row, "")
+        subfigure.suptitle(f"trained with {name}")
+    figure.suptitle("Decoder probabilities at z drawn from the prior")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 # ----- reporting ----------------------------------------------------------------
@@ -248,7 +267,7 @@ def one_per_class(labels):
 def print_history(histories, data_size, points=6):
     num_steps = len(next(iter(histories.values())))
     width = max(1, min(100, num_steps // points))
-    ends = np.linspace(width, num_steps, points).astype(int)
+    ends = np.unique(np.maximum(width, np.linspace(0, num_steps, points).astype(int)))
     print(f"\ntraining objective per image, mean over {width} steps ending at:")
     print(f"{'step':>8}" + "".join(f" {name:>14}" for name in histories))
     for end in ends:
@@ -269,10 +288,25 @@ def print_results(results, num_particles):
         print(f"test IWELBO({num_particles}), {names[1]} minus {names[0]}, paired over images: {mean_se(difference)}")
 
 
+def save_plots(output_dir, results, train_size, shown_images, seed):
+    """The three figures, under ``output_dir`` (created if missing)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plot_curves(output_dir / "vae_digits_curves.png", {name: r["history"] for name, r in results.items()}, train_size)
+    plot_reconstructions(
+        output_dir / "vae_digits_reconstructions.png",
+        np.asarray(shown_images),
+        {name: reconstruct(r["params"], shown_images) for name, r in results.items()},
+    )
+    samples = {name: sample_images(r["params"], jax.random.key(seed + 2), 64) for name, r in results.items()}
+    plot_samples(output_dir / "vae_digits_samples.png", samples)
+
+
 # ----- main ---------------------------------------------------------------------
 
 
-def main(num_steps=4000, train_size=TRAIN_SIZE, num_particles=EVAL_PARTICLES, output_dir=OUTPUT_DIR, seed=0, progress=True):
+def main(
+    num_steps=4000, train_size=TRAIN_SIZE, num_particles=EVAL_PARTICLES, output_dir=OUTPUT_DIR, seed=0, progress=True
+):
     """Train with the ELBO and the IWELBO(5), evaluate, plot, print the table;
     returns ``{name: {"history", "test_iwelbo", "train_iwelbo", "test_elbo", "seconds", "params"}}``."""
     start = time.perf_counter()
@@ -284,30 +318,19 @@ def main(num_steps=4000, train_size=TRAIN_SIZE, num_particles=EVAL_PARTICLES, ou
         "ELBO": vi.per_datum(vi.elbo(model, guide), in_axes=(0, 0)),
         "IWELBO(5)": vi.per_datum(vi.iwelbo(model, guide, 5), in_axes=(0, 0)),
     }
+    evaluate = make_evaluator(guide, num_particles)  # compiled once, for both trained models
     results = {}
     for name, objective in objectives.items():
         print(f"\ntraining with {name}, {num_steps} steps")
         fit_result, seconds = train(objective, train_images, num_steps, seed, progress)
         print(f"estimating log p(x) by IWELBO({num_particles}) ...", end=" ", flush=True)
         evaluation_start = time.perf_counter()
-        scores = evaluate(guide, fit_result.params, train_images, test_images, jax.random.key(seed + 1), num_particles)
+        scores = evaluate(fit_result.params, train_images, test_images, jax.random.key(seed + 1))
         print(f"done in {time.perf_counter() - evaluation_start:.0f}s")
         results[name] = {"history": fit_result.history, "seconds": seconds, "params": fit_result.params, **scores}
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    histories = {name: r["history"] for name, r in results.items()}
-    shown = test_images[one_per_class(test_labels)]
-    plot_curves(output_dir / "vae_digits_curves.png", histories, len(train_images))
-    plot_reconstructions(
-        output_dir / "vae_digits_reconstructions.png",
-        np.asarray(shown),
-        {name: reconstruct(r["params"], shown) for name, r in results.items()},
-    )
-    samples = {name: sample_images(r["params"], jax.random.key(seed + 2), 64) for name, r in results.items()}
-    plot_samples(output_dir / "vae_digits_samples.png", samples)
-
-    print_history(histories, len(train_images))
+    save_plots(Path(output_dir), results, len(train_images), test_images[one_per_class(test_labels)], seed)
+    print_history({name: r["history"] for name, r in results.items()}, len(train_images))
     print_results(results, num_particles)
     print(f"\nsaved vae_digits_{{curves,reconstructions,samples}}.png to {output_dir}")
     print(f"total time {time.perf_counter() - start:.0f}s")
