@@ -11,6 +11,8 @@ its parameters from ``params[name]`` (``name="guide"`` by default), so one
 ``params`` pytree can hold the model's and the guide's parameters.
 """
 
+import functools
+import itertools
 from typing import Any, NamedTuple
 
 import jax
@@ -47,36 +49,46 @@ class Latent(NamedTuple):
         return int(np.prod(self.unconstrained_shape, dtype=int))
 
 
-class _SupportRecorder(Recorder):
-    """Records each choice's support, with the distribution's actual parameters."""
+class _SiteRecorder(Recorder):
+    """Records each latent choice's distribution (structure, vmap levels,
+    parameter values) and shape while the model runs."""
 
     def __init__(self, observed):
         super().__init__({})
-        self.observed, self.supports = observed, {}
+        self.observed, self.found = observed, {}
 
     def sample(self, invals, address, spec, levels, placement):
         value = super().sample(invals, address, spec, levels, placement)
         if not self.observed.contains(address):
-            self.supports[address] = (_support(spec, levels, invals[2:], address), jnp.shape(value))
+            self.found[address] = (spec, levels, list(invals[2:]), jnp.shape(value))
         return value
 
 
 def _support(spec, levels, leaves, address):
+    """The support of one element; ``leaves`` hold two runs (leading axis 2)."""
+    name = ppl.errors.format_address(address)
     template = lambda fill: spec.rebuild([jnp.full(s.shape, fill, s.dtype) for s in spec.example_leaves])
     zeros, ones = template(0), template(1)
     if zeros.is_discrete:
         raise TypeError(
-            f"address {ppl.errors.format_address(address)!r}: {type(zeros).__name__} is discrete; the normal "
-            "families cover continuous latents: write the guide of this choice as a @ppl.gen"
+            f"address {name!r}: {type(zeros).__name__} is discrete; the normal families cover continuous "
+            "latents: write the guide of this choice as a @ppl.gen"
         )
     if _same_constraint(zeros.support, ones.support):
         return zeros.support
-    if not levels:
-        return spec.rebuild(leaves).support
-    raise TypeError(
-        f"address {ppl.errors.format_address(address)!r}: its support ({zeros.support}) depends on parameters "
-        "that vary across a vmap; pass supports={address: constraint}"
-    )
+    batched = [i for level in levels for i, axis in enumerate(level.leaf_axes[1:]) if axis is not None]
+    if batched:
+        raise TypeError(
+            f"address {name!r}: its support ({zeros.support}) depends on parameters that vary across a vmap; "
+            "pass supports={address: constraint}"
+        )
+    first, second = (spec.rebuild([leaf[run] for leaf in leaves]).support for run in (0, 1))
+    if not _same_constraint(first, second):
+        raise TypeError(
+            f"address {name!r}: its support ({first} in one run, {second} in another) depends on other random "
+            "choices; pass supports={address: constraint}"
+        )
+    return first
 
 
 def _same_constraint(a, b):
@@ -94,7 +106,8 @@ def _same_constraint(a, b):
 
 def latent_sites(model, args, observations, supports=None):
     """The latent (unobserved) choices of ``model`` run on ``args``, in the
-    order the model makes them.
+    order the model makes them. ``supports`` (address -> NumPyro constraint)
+    gives the support of a choice whose support depends on other choices.
 
     >>> @ppl.gen
     ... def model():
@@ -106,11 +119,22 @@ def latent_sites(model, args, observations, supports=None):
     observed = ppl.select(*ppl.flatten(observations or {}).keys())
     given = {ppl.choicemap.as_path(a): s for a, s in (supports or {}).items()}
     program = stage(model, args)
-    recorder = _SupportRecorder(observed)
     dynamic, _ = ppl.trace.split_static(tuple(args))
-    with ppl.validation.no_support_checks():
-        interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [jax.random.key(0), *dynamic], recorder)
-    return [Latent(a, tuple(shape), given.get(a, support)) for a, (support, shape) in recorder.supports.items()]
+    found = {}
+
+    def run(key):  # compiled once, for two keys: a support must not change with the draws
+        recorder = _SiteRecorder(observed)
+        with ppl.validation.no_support_checks():
+            interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [key, *dynamic], recorder)
+        found.update(recorder.found)
+        return {address: leaves for address, (_, _, leaves, _) in recorder.found.items()}
+
+    leaves = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), 2))
+    latents = []
+    for address, (spec, levels, _, shape) in found.items():
+        support = given[address] if address in given else _support(spec, levels, leaves[address], address)
+        latents.append(Latent(address, tuple(shape), support))
+    return latents
 
 
 class NormalFamily(ppl.GenerativeFunction):
@@ -157,32 +181,50 @@ class NormalFamily(ppl.GenerativeFunction):
         return self._sample_full(own["loc"], tril)
 
     def _sample_diagonal(self, loc, scale):
-        values, start = {}, 0
+        draws, start = [], 0
         for latent in self.latents:
             stop = start + latent.size
             shape = latent.unconstrained_shape
             base = dist.Normal(loc[start:stop].reshape(shape), scale[start:stop].reshape(shape)).to_event(len(shape))
-            values[latent.address] = _sample_at(latent, _pushed(base, latent))
+            draws.append((latent.address, lambda name, d=_pushed(base, latent): ppl.sample(name, d)))
             start = stop
-        return ppl.choicemap.from_paths(values)
+        return _sample_nested(draws)
 
     def _sample_full(self, loc, tril):
         """Block by block: u_b | u_<b is normal with mean loc_b + L_b,<b eps_<b
         and Cholesky factor L_bb, where eps = L^-1 (u - loc) of earlier blocks."""
-        values, start, unconstrained = {}, 0, []
-        for latent in self.latents:
-            stop = start + latent.size
+        draws, start, unconstrained = [], 0, []
+
+        def draw(name, latent, start, stop):
             mean = loc[start:stop]
             if start:
-                done = jnp.concatenate(unconstrained)
-                eps = solve_triangular(tril[:start, :start], done - loc[:start], lower=True)
+                eps = solve_triangular(tril[:start, :start], jnp.concatenate(unconstrained) - loc[:start], lower=True)
                 mean = mean + tril[start:stop, :start] @ eps
             base = dist.MultivariateNormal(mean, scale_tril=tril[start:stop, start:stop])
-            value = _sample_at(latent, _pushed(base, latent, flat=True))
+            value = ppl.sample(name, _pushed(base, latent, flat=True))
             unconstrained.append(latent.transform.inv(value).reshape(-1))
-            values[latent.address] = value
+            return value
+
+        for latent in self.latents:
+            stop = start + latent.size
+            draws.append((latent.address, functools.partial(draw, latent=latent, start=start, stop=stop)))
             start = stop
-        return ppl.choicemap.from_paths(values)
+        return _sample_nested(draws)
+
+
+def _sample_nested(draws, depth=0):
+    """Run ``draw(name)`` for each ``(address, draw)`` in order; the latents of
+    one submodel (consecutive, sharing a prefix) are drawn inside one nested
+    generative function at that prefix, as the model made them."""
+    values = {}
+    for head, group in itertools.groupby(draws, key=lambda item: item[0][depth]):
+        group = list(group)
+        if len(group) == 1 and len(group[0][0]) == depth + 1:
+            values[head] = group[0][1](head)
+        else:
+            inner = ppl.gen(lambda group=group: _sample_nested(group, depth + 1))
+            values[head] = ppl.sample(head, inner())
+    return values
 
 
 def _pushed(base, latent, flat=False):
@@ -196,22 +238,6 @@ def _pushed(base, latent, flat=False):
 
 def _is_real_vector(support):
     return isinstance(support, constraints.independent) and isinstance(support.base_constraint, type(constraints.real))
-
-
-def _sample_at(latent, distribution):
-    """``ppl.sample`` at a possibly nested address."""
-    *outer, last = latent.address
-    if not outer:
-        return ppl.sample(last, distribution)
-    return ppl.sample(outer[0], _nested(tuple(outer[1:]) + (last,))(distribution))
-
-
-def _nested(rest):
-    @ppl.gen
-    def inner(distribution):
-        return _sample_at(Latent(rest, (), None), distribution)
-
-    return inner
 
 
 def _inverse_softplus(x):
