@@ -203,8 +203,9 @@ def log_density_of(distribution, value):
     if isinstance(distribution, (BernoulliLogits, BinomialLogits)):
         logits = distribution.logits
         count = getattr(distribution, "total_count", 1)
-        log_p = value * jax.nn.log_sigmoid(logits) + (count - value) * jax.nn.log_sigmoid(-logits)
-        log_p = log_p + gammaln(count + 1.0) - gammaln(value + 1.0) - gammaln(count - value + 1.0)
+        log_p = value * logits - count * jax.nn.softplus(logits)  # = v log s(l) + (n - v) log s(-l), one softplus
+        if isinstance(distribution, BinomialLogits):  # the binomial coefficient (1 for a Bernoulli)
+            log_p = log_p + gammaln(count + 1.0) - gammaln(value + 1.0) - gammaln(count - value + 1.0)
         return jnp.where(distribution.support.check(value), log_p, -jnp.inf)
     if isinstance(distribution, Independent):  # reach a Bernoulli/Binomial inside .to_event(n)
         log_p = log_density_of(distribution.base_dist, value)

@@ -404,7 +404,7 @@ def test_with_data_scale_counts_data_and_local_latents():
     (global z), and s times the whole log weight when z is local."""
     key = jax.random.key(11)
     s = 3.0
-    z = gauss_guide.simulate(jax.random.split(key)[0], (GAUSS_PARAMS,)).choices["z"]  # _log_weight's key split
+    z = gauss_guide.simulate(key, (GAUSS_PARAMS,)).choices["z"]  # _log_weight gives the guide the key itself
     log_prior = dist.Normal(0.0, 1.0).log_prob(z)
     log_lik = dist.Normal(z, 1.0).log_prob(X_OBS)
     log_q = dist.Normal(GAUSS_PARAMS["loc"], jnp.exp(GAUSS_PARAMS["log_scale"])).log_prob(z)

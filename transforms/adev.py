@@ -11,13 +11,19 @@ caller. Strategies that need "the rest of the program" (enumeration,
 measure-valued derivatives) get it as a continuation: the remaining equations
 of the staged program, nested jits included, run by this interpreter (the
 continuation-passing reading of ADEV, Lew et al., POPL 2023).
+
+Control flow around choices: a ``cond``/``switch`` runs each branch followed
+by the rest of the program inside ``lax.switch`` (every strategy works
+there); a ``scan`` runs as one block (``transforms/adev_control.py``), where
+choices are reparameterised or REINFORCE'd with the value of everything
+after the scan as the learning signal.
 """
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation
+from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, Literal, bind_equation, dce_jaxpr
 from ppl.primitives import sample_p
 from ppl.trace import join_static, split_static
 from ppl.transforms.adev_control import Block, apply_block, site_of, sites_inside
@@ -74,7 +80,10 @@ def expectation(fn=None, *, strategies=None):
     distribution types to gradient strategies (``Reparam()``, ``Reinforce()``,
     ``Enumerate()``, ``MeasureValued()`` from ``ppl.transforms``). Default:
     reparameterisation where the distribution has it, else enumeration for
-    small finite supports, else REINFORCE with a sampled baseline.
+    small finite supports, else REINFORCE with a sampled baseline. Inside
+    ``gf.scan`` bodies, where there is no continuation to enumerate or to
+    perturb, the default is reparameterisation, else REINFORCE, and
+    ``Enumerate``/``MeasureValued`` raise an error naming the address.
     """
     if fn is None:
         return lambda f: Expectation(f, strategies)
@@ -85,7 +94,10 @@ def _stage(fn, leaves):
     closed, shape = jax.make_jaxpr(fn, return_shape=True)(*leaves)
     if not isinstance(shape, jax.ShapeDtypeStruct) or shape.shape != () or not jnp.issubdtype(shape.dtype, jnp.floating):
         raise TypeError(f"an expectation's program must return a real scalar, got {shape}")
-    return closed
+    # Drop what the value does not use (the traces' density bookkeeping): the
+    # continuations rerun what follows each choice, so dead code costs per choice.
+    jaxpr, _ = dce_jaxpr(closed.jaxpr, [True], instantiate=True)
+    return ClosedJaxpr(jaxpr, closed.consts)
 
 
 class _Surrogate:

@@ -20,8 +20,6 @@ Strategies that need the continuation itself (``Enumerate``,
 ``MeasureValued``, leave-one-out baselines) raise an error naming the address.
 """
 
-from numbers import Number
-
 import jax.numpy as jnp
 from jax import lax
 
@@ -43,17 +41,18 @@ class Block:
     def __init__(self, strategies, independent=False):
         self.strategies = strategies
         self.independent = independent  # draw from folded keys: an independent run, for a baseline
-        self.scores = jnp.zeros(3)  # all; those with a sampled baseline; those times their number baseline
+        self.scores = jnp.zeros(3, jnp.result_type(float))  # all; with a sampled baseline; times their fixed baseline
         self.needs_baseline = False
 
     def child(self):
         return Block(self.strategies, self.independent)
 
     def add_score(self, log_density, baseline):
-        sampled = log_density if baseline == "sampled" else 0.0
-        weighted = baseline * log_density if isinstance(baseline, Number) else 0.0
-        self.scores = self.scores + jnp.stack([log_density, sampled, weighted])
-        self.needs_baseline = self.needs_baseline or baseline == "sampled"
+        """A REINFORCE'd choice's log density; ``baseline``: None, a number or ``"sampled"``."""
+        sampled = isinstance(baseline, str)
+        weighted = 0.0 if baseline is None or sampled else baseline * log_density
+        self.scores = self.scores + jnp.stack([log_density, log_density if sampled else 0.0, weighted])
+        self.needs_baseline = self.needs_baseline or sampled
 
     def absorb(self, scores, children):
         """Add the summed scores of nested blocks (a scan's steps, a switch's branches)."""
@@ -83,12 +82,27 @@ def site_of(eqn, invals):
 
 
 def sites_inside(eqn):
-    """The ``sample_p`` equations nested in ``eqn``'s sub-jaxprs."""
+    """The ``sample_p`` equations nested in ``eqn``'s sub-jaxprs.
+
+    >>> step = ppl.gen(lambda carry, _: (ppl.sample("z", dist.Normal(carry, 1.0)), None))
+    >>> program = ppl.transforms.stage(step.scan(3), (0.0, None))
+    >>> [s.params["address"] for e in program.jaxpr.jaxpr.eqns for s in sites_inside(e)]
+    [('z',)]
+    """
     return [s for j in sub_jaxprs(eqn.params) for s in sample_sites(getattr(j, "jaxpr", j))]
 
 
 def run_block(jaxpr, consts, args, block):
-    """Evaluate ``jaxpr``, each random choice through ``block``."""
+    """Evaluate ``jaxpr``, each random choice through ``block``.
+
+    >>> from ppl.transforms import Reinforce
+    >>> coin = ppl.gen(lambda: ppl.sample("b", dist.Bernoulli(0.25)))
+    >>> program = ppl.transforms.stage(coin, ())
+    >>> block = Block({"b": Reinforce(baseline=None)})
+    >>> choices, _ = run_block(program.jaxpr.jaxpr, program.jaxpr.consts, [jax.random.key(0)], block)
+    >>> bool(jnp.allclose(block.scores[0], jnp.log(jnp.where(choices == 1, 0.25, 0.75))))
+    True
+    """
     env = dict(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
     read = lambda v: v.val if isinstance(v, Literal) else env[v]

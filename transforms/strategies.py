@@ -8,7 +8,6 @@ Strategies that need no continuation (``Reparam``, ``Reinforce``) also have
 ``in_block``: the rule used inside ``scan`` bodies (``transforms/adev_control.py``).
 """
 
-from numbers import Number
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +19,7 @@ from numpyro.distributions import (
     BernoulliProbs,
     CategoricalLogits,
     CategoricalProbs,
+    ExpandedDistribution,
     Normal,
     Poisson,
 )
@@ -69,7 +69,11 @@ class Site(NamedTuple):
 
 def fold_key(key, data):
     """``jax.random.fold_in`` of every key in ``key`` (a vmapped site's key is
-    an array of keys)."""
+    an array of keys).
+
+    >>> fold_key(jax.random.split(jax.random.key(0), 3), 1).shape
+    (3,)
+    """
     fold = lambda k: jax.random.fold_in(k, data)
     for _ in range(jnp.ndim(key)):
         fold = jax.vmap(fold)
@@ -106,18 +110,21 @@ class Reinforce:
     """
 
     def __init__(self, baseline="sampled", num_samples=4):
-        if not (baseline is None or isinstance(baseline, Number) or baseline in ("sampled", "leave-one-out")):
+        if isinstance(baseline, str) and baseline not in ("sampled", "leave-one-out"):
             raise ValueError(f'Reinforce baseline must be None, a number, "sampled" or "leave-one-out", got {baseline!r}')
-        if baseline == "leave-one-out" and num_samples < 2:
-            raise ValueError(f"a leave-one-out baseline needs num_samples >= 2, got {num_samples}")
         self.baseline, self.num_samples = baseline, num_samples
+        if self._is("leave-one-out") and num_samples < 2:
+            raise ValueError(f"a leave-one-out baseline needs num_samples >= 2, got {num_samples}")
+
+    def _is(self, name):
+        return isinstance(self.baseline, str) and self.baseline == name
 
     def __repr__(self):
-        count = f", num_samples={self.num_samples}" if self.baseline == "leave-one-out" else ""
+        count = f", num_samples={self.num_samples}" if self._is("leave-one-out") else ""
         return f"Reinforce(baseline={self.baseline!r}{count})"
 
     def surrogate(self, site, continuation):
-        if self.baseline == "leave-one-out":
+        if self._is("leave-one-out"):
             return self._leave_one_out(site, continuation)
         value = sg(site.draw())
         rest = continuation(value)
@@ -128,7 +135,7 @@ class Reinforce:
     def _baseline(self, site, continuation):
         if self.baseline is None:
             return 0.0
-        if self.baseline == "sampled":
+        if self._is("sampled"):
             other = sg(site.draw(fold_key(site.key, 1)))
             return sg(continuation(other))
         return self.baseline
@@ -147,7 +154,7 @@ class Reinforce:
     def in_block(self, site, block):
         """Inside a scan: draw, and leave the log density to the block, whose
         learning signal is the value of the whole rest of the program."""
-        if self.baseline == "leave-one-out":
+        if self._is("leave-one-out"):
             raise ControlFlowError(
                 f"address {site.name!r}: a leave-one-out baseline needs the rest of the program at each choice, "
                 'which ADEV cannot run from inside `scan`; use Reinforce() (a sampled baseline) there'
@@ -217,7 +224,7 @@ class MeasureValued:
 
     def surrogate(self, site, continuation):
         prototype = _template(site)
-        rule = next((r for kind, r in _MEASURE_VALUED_RULES if isinstance(prototype, kind)), None)
+        rule = next((r for kind, r in _MEASURE_VALUED_RULES if isinstance(_base(prototype), kind)), None)
         if rule is None or prototype.event_shape != ():
             raise TypeError(f"address {site.name!r}: no measure-valued derivative for {type(prototype).__name__}")
         value = sg(site.draw())
@@ -233,8 +240,15 @@ class MeasureValued:
 
 def _per_element(site, fn, trailing=()):
     """``fn(distribution, active)`` for each scalar element, flat: shape (E, *trailing)."""
-    out = site.per_element(lambda d, active: jnp.broadcast_to(fn(d, active), d.batch_shape + trailing))
+    out = site.per_element(lambda d, active: jnp.broadcast_to(fn(_base(d), active), d.batch_shape + trailing))
     return out.reshape((-1,) + trailing)
+
+
+def _base(distribution):
+    """The distribution under ``.expand(...)``, whose parameters broadcast to the batch shape."""
+    while isinstance(distribution, ExpandedDistribution):
+        distribution = distribution.base_dist
+    return distribution
 
 
 def _replaced(continuation, value, new):
@@ -252,7 +266,7 @@ def _bernoulli(site, flat, rest, replaced):
 
 def _categorical(site, flat, rest, replaced):
     """d/dp_k E f = f(k): every value of each element."""
-    size = _template(site).probs.shape[-1]
+    size = _base(_template(site)).probs.shape[-1]
     probs = _per_element(site, lambda d, _: d.probs, (size,))
     outs = jax.vmap(lambda k: replaced(jnp.full(flat.shape, k, flat.dtype)))(jnp.arange(size))  # (K, E)
     return [(probs, outs.T)]

@@ -82,10 +82,16 @@ class _Scales:
 
 def _log_weight(key, model, guide, params, observations, args, scales, guide_params=None):
     """``log p(z, obs) - log q(z)`` for one ``z`` drawn from the guide."""
-    key_guide, key_model = jax.random.split(key)
+    key_guide, key_model = _keys(key)
     latents, log_q = sim(guide, key_guide, (_or(guide_params, params), *args), scale=scales.guide)
     log_p = density(model, ppl.merge(latents, observations), (params, *args), key=key_model, scale=scales.model)
     return log_p - log_q
+
+
+def _keys(key):
+    """The guide's key and the model's (used only by estimated densities): the
+    model's is derived apart, so that when unused it costs nothing (XLA drops it)."""
+    return key, jax.random.fold_in(key, 1)
 
 
 def _or(value, default):
@@ -131,7 +137,7 @@ def stl_elbo(model, guide, local=(), strategies=None):
     score term whose expectation is zero; same value, lower variance."""
 
     def program(key, params, observations, args, scales):
-        key_guide, key_model = jax.random.split(key)
+        key_guide, key_model = _keys(key)
         latents, _ = sim(guide, key_guide, (params, *args))
         log_q = density(guide, latents, (sg(params), *args), scale=scales.guide)
         log_p = density(model, ppl.merge(latents, observations), (params, *args), key=key_model, scale=scales.model)
