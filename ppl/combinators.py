@@ -13,7 +13,7 @@ from numpyro.distributions import Categorical, Distribution
 from ppl.choicemap import NONE, by_path, from_paths, tree_paths
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
-from ppl.primitives import active_mask, scan_level, vmap_level
+from ppl.primitives import active_mask, placement, scan_level, vmap_level
 from ppl.errors import AddressError, ConstraintError, format_address, unknown_addresses_error
 from ppl.gen import gen, sample
 from ppl.trace import join_static, split_static
@@ -258,7 +258,16 @@ class Switch(GenerativeFunction):
             return run
 
         runs = [branch_fn(k, s, b) for k, (s, b) in enumerate(zip(structures, self.branches))]
-        edit = lax.switch(index, runs)
+        if placement().vmap_depth:
+            # Inside ppl's vmap the index may be batched, and JAX's batching of
+            # lax.switch would then broadcast the elements' shared key, so every
+            # element would draw the same values. Run every branch on the shared
+            # key (each draws jointly for all elements; active_mask keeps the
+            # untaken branch's choices out) and select, as that batching would.
+            edits = [run() for run in runs]
+            edit = jax.tree.map(lambda *outs: lax.select_n(index, *outs), *edits)
+        else:
+            edit = lax.switch(index, runs)
         used = by_path(edit.used)
         used = {p: True if all(static_used[p]) else v for p, v in used.items()}
         return edit._replace(used=from_paths(used))

@@ -94,3 +94,28 @@ def test_user_vmap_over_keys_of_a_vmapped_model():
     batched = jax.vmap(lambda k: scalar.vmap().simulate(k, (jnp.zeros(3),)).choices["x"])(keys)
     one_by_one = jnp.stack([scalar.vmap().simulate(k, (jnp.zeros(3),)).choices["x"] for k in keys])
     assert jnp.allclose(batched, one_by_one)
+
+
+@ppl.gen
+def shifted_up(mu):
+    return ppl.sample("y", dist.Normal(mu, 1.0))
+
+
+@ppl.gen
+def shifted_down(mu):
+    return ppl.sample("y", dist.Normal(-mu, 1.0))
+
+
+@ppl.gen
+def branching(mu):
+    return ppl.sample("c", ppl.cond(mu > 0, shifted_up, shifted_down, mu))
+
+
+def test_a_cond_with_a_batched_predicate_draws_independent_elements():
+    # Regression: JAX's batching of lax.switch broadcasts the elements' shared key,
+    # which made every element draw the same value.
+    mus = jnp.tile(jnp.array([3.0, -3.0]), 2000)
+    y = np.asarray(branching.vmap().simulate(jax.random.key(0), (mus,)).choices["c"]["y"])
+    centred = y - 3.0  # both branches have mean 3 here
+    check_standard_normal(centred)
+    check_uncorrelated(centred[0::2], centred[1::2])
