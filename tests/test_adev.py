@@ -386,3 +386,26 @@ def test_strategies_that_need_the_continuation_are_reported_inside_scan(strategy
     objective = expectation(chain_objective, strategies={"b": strategy})
     with pytest.raises(ppl.ControlFlowError, match="'b'.*scan"):
         objective.grad_estimate(jax.random.key(0), jnp.zeros(2))
+
+
+def _poisson_chain(n):
+    @ppl.gen
+    def chain(rate):
+        total = 0.0
+        for i in range(n):
+            total = total + ppl.sample(f"n{i}", dist.Poisson(rate + 0.1 * total))
+        return total
+
+    return chain
+
+
+def test_sequential_reinforce_choices_do_not_grow_the_program_exponentially():
+    # Each sampled baseline reruns the rest of the program; that rerun only
+    # draws (its gradient is stopped), so n choices cost O(n^2), not 2^n.
+    def size(n):
+        chain = _poisson_chain(n)
+        objective = expectation(lambda key, rate: 1.0 * chain.simulate(key, (rate,)).retval)
+        return len(jax.make_jaxpr(lambda k, r: objective.grad_estimate(k, r))(jax.random.key(0), 1.0).jaxpr.eqns)
+
+    sizes = [size(n) for n in (4, 8, 16)]
+    assert sizes[1] / sizes[0] < 5 and sizes[2] / sizes[1] < 5, sizes

@@ -109,29 +109,35 @@ class _Surrogate:
     def run(self, jaxpr, consts, args):
         env = dict(zip(jaxpr.constvars, consts))
         env.update(zip(jaxpr.invars, args))
-        return self._from(jaxpr, 0, env, lambda outs: outs[0])
+        return self._from(jaxpr, 0, env, lambda outs, plain: outs[0], False)
 
-    def _from(self, jaxpr, start, env, after):
-        """Run ``jaxpr`` from equation ``start``, then hand its outputs to ``after``."""
+    def _from(self, jaxpr, start, env, after, plain):
+        """Run ``jaxpr`` from equation ``start``, then hand its outputs to
+        ``after``. ``plain``: the caller stops the gradient of this run (a
+        baseline, a perturbed value), so later choices are simply drawn;
+        without this, each choice's extra continuations would each run every
+        later choice's extra continuations: exponential in the number of choices."""
         read = lambda v: v.val if isinstance(v, Literal) else env[v]
         for index in range(start, len(jaxpr.eqns)):
             eqn = jaxpr.eqns[index]
             invals = [read(v) for v in eqn.invars]
-            resume = lambda outs, index=index, eqn=eqn: self._resume(jaxpr, index, eqn, env, outs, after)
+            resume = lambda outs, plain=plain, index=index, eqn=eqn: self._resume(jaxpr, index, eqn, env, outs, after, plain)
             if eqn.primitive is sample_p:
                 site = site_of(eqn, invals)
+                if plain:
+                    return resume([sg(site.draw())])
                 strategy = choose_strategy(self.strategies, site)
-                return strategy.surrogate(site, lambda value: resume([value]))
-            if sites_inside(eqn):
+                return strategy.surrogate(site, lambda value, plain=False: resume([value], plain))
+            if sites_inside(eqn) and not plain:
                 return self._control(eqn, invals, resume)
             env.update(zip(eqn.outvars, bind_equation(eqn, invals)))
-        return after([read(v) for v in jaxpr.outvars])
+        return after([read(v) for v in jaxpr.outvars], plain)
 
-    def _resume(self, jaxpr, index, eqn, env, outs, after):
+    def _resume(self, jaxpr, index, eqn, env, outs, after, plain):
         """The continuation after equation ``index``, given its outputs."""
         rest = dict(env)
         rest.update(zip(eqn.outvars, outs))
-        return self._from(jaxpr, index + 1, rest, after)
+        return self._from(jaxpr, index + 1, rest, after, plain)
 
     def _control(self, eqn, invals, resume):
         name = eqn.primitive.name
@@ -146,7 +152,7 @@ class _Surrogate:
     def _body(self, closed, invals, resume):
         env = dict(zip(closed.jaxpr.constvars, closed.consts))
         env.update(zip(closed.jaxpr.invars, invals))
-        return self._from(closed.jaxpr, 0, env, resume)
+        return self._from(closed.jaxpr, 0, env, resume, False)
 
     def _switch(self, branches, invals, resume):
         """``cond``/``switch``: inside ``lax.switch``, each branch runs followed
@@ -163,5 +169,5 @@ class _Surrogate:
         rest = resume(apply_block(eqn, invals, block))
         baseline = 0.0
         if block.needs_baseline:  # the rest after an independent run of the block
-            baseline = sg(resume(apply_block(eqn, invals, Block(self.strategies, independent=True))))
+            baseline = sg(resume(apply_block(eqn, invals, Block(self.strategies, independent=True)), plain=True))
         return rest + block.correction(sg(rest), baseline)

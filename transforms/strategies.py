@@ -137,7 +137,7 @@ class Reinforce:
             return 0.0
         if self._is("sampled"):
             other = sg(site.draw(fold_key(site.key, 1)))
-            return sg(continuation(other))
+            return sg(continuation(other, plain=True))
         return self.baseline
 
     def _leave_one_out(self, site, continuation):
@@ -203,7 +203,7 @@ def _local_terms(site, value, support, continuation):
     flat = value.reshape(-1)
 
     def replaced(e, k):
-        return continuation(flat.at[e].set(k.astype(flat.dtype)).reshape(value.shape))
+        return continuation(flat.at[e].set(k.astype(flat.dtype)).reshape(value.shape), plain=True)
 
     elements = jnp.arange(flat.size)
     outs = jax.vmap(lambda k: jax.vmap(lambda e: replaced(e, k))(elements))(support)  # (K, E)
@@ -254,7 +254,7 @@ def _base(distribution):
 def _replaced(continuation, value, new):
     """``F(v with element e set to new[e])`` for every element e, under one vmap."""
     flat = value.reshape(-1)
-    one = lambda e, v: continuation(flat.at[e].set(v.astype(flat.dtype)).reshape(value.shape))
+    one = lambda e, v: continuation(flat.at[e].set(v.astype(flat.dtype)).reshape(value.shape), plain=True)
     return jax.vmap(one)(jnp.arange(flat.size), new)
 
 
