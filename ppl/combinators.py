@@ -265,12 +265,18 @@ class Switch(GenerativeFunction):
             # key (each draws jointly for all elements; active_mask keeps the
             # untaken branch's choices out) and select, as that batching would.
             edits = [run() for run in runs]
-            edit = jax.tree.map(lambda *outs: lax.select_n(index, *outs), *edits)
+            edit = jax.tree.map(_select(index), *edits)
         else:
             edit = lax.switch(index, runs)
         used = by_path(edit.used)
         used = {p: True if all(static_used[p]) else v for p, v in used.items()}
         return edit._replace(used=from_paths(used))
+
+
+def _select(index):
+    """``select_n`` by ``index``, except for a value every branch shares (an
+    observed choice), which stays itself: visibly independent of the index."""
+    return lambda *outs: outs[0] if all(o is outs[0] for o in outs) else lax.select_n(index, *outs)
 
 
 def switch(index, branches, *args):

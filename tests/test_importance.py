@@ -235,3 +235,15 @@ def test_result_is_a_pytree_through_jit():
 def test_num_particles_must_be_a_positive_int(bad):
     with pytest.raises(ValueError, match="num_particles must be a positive Python int"):
         run_normal(jax.random.key(0), bad)
+
+
+def test_observed_values_under_a_vmapped_cond_are_stored_once():
+    # Both branches of a ppl.cond pass the observed "y" through; the select that
+    # runs the branches under ppl's vmap must not make it look particle-dependent.
+    from models import robust_point
+
+    model = robust_point.repeat(3)
+    observations = {"v": {"y": jnp.array([0.1, 2.0, -1.0])}}
+    result = ppl.inference.importance(jax.random.key(0), model, (0.0,), observations, 64)
+    assert result.particles.choices["v"]["y"].shape == (3,)
+    assert result.traces.choices["v"]["y"].shape == (64, 3)
