@@ -58,7 +58,10 @@ def fit(
 
     ``batch_size``: draw that many data points per step along ``in_axes`` (as
     ``jax.vmap``'s, over ``args``). ``state``: resume a previous run (its key,
-    step count and optimiser state; ``params`` is then ignored).
+    step count and optimiser state; ``params`` is then ignored; pass the same
+    ``optimizer`` object to reuse the compiled steps). ``steps_per_call``:
+    steps per compiled chunk (default 100); the progress bar moves per chunk,
+    so lower it when one step takes long.
 
     >>> @ppl.gen
     ... def model(params):
