@@ -409,3 +409,29 @@ def test_sequential_reinforce_choices_do_not_grow_the_program_exponentially():
 
     sizes = [size(n) for n in (4, 8, 16)]
     assert sizes[1] / sizes[0] < 5 and sizes[2] / sizes[1] < 5, sizes
+
+
+def test_default_enumeration_stops_before_the_program_explodes():
+    # Exact enumeration of n scalar coins runs what follows 2^n times; past the
+    # budget the default for further coins is REINFORCE. Explicit choices stay.
+    @ppl.gen
+    def coins(p):
+        return sum(ppl.sample(f"b{i}", dist.Bernoulli(p)) for i in range(20))
+
+    objective = expectation(lambda key, p: 1.0 * coins.simulate(key, (p,)).retval)
+    grads = jax.jit(jax.vmap(lambda k: objective.grad_estimate(k, 0.3)))(jax.random.split(jax.random.key(0), 2000))
+    assert abs(float(grads.mean()) - 20.0) < 4.5 * float(grads.std()) / np.sqrt(grads.size)  # d/dp E[sum] = 20
+    jaxpr = jax.make_jaxpr(lambda k: objective.grad_estimate(k, 0.3))(jax.random.key(0)).jaxpr
+    budget = ppl.transforms.adev._Surrogate.ENUMERATION_BUDGET
+    assert _largest_value(jaxpr) <= 16 * budget  # 2^20 runs of the tail would show as ~1e6-element values
+
+
+def _largest_value(jaxpr):
+    sizes = [int(np.prod(v.aval.shape)) for e in jaxpr.eqns for v in e.outvars if hasattr(v.aval, "shape")]
+    for e in jaxpr.eqns:
+        for param in e.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    sizes.append(_largest_value(getattr(inner, "jaxpr", inner)))
+    return max(sizes, default=0)

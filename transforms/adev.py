@@ -27,7 +27,7 @@ from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, Literal, bind_equation, dce_ja
 from ppl.primitives import sample_p
 from ppl.trace import join_static, split_static
 from ppl.transforms.adev_control import Block, apply_block, site_of, sites_inside
-from ppl.transforms.strategies import choose_strategy
+from ppl.transforms.strategies import Enumerate, choose_strategy
 
 __all__ = ["expectation", "Expectation"]
 
@@ -103,8 +103,13 @@ def _stage(fn, leaves):
 class _Surrogate:
     """Evaluates a staged program, each random choice through its strategy."""
 
+    # Exact enumerations of scalar choices nest (K^n runs of what follows);
+    # past this many, the default strategy for further ones is REINFORCE.
+    ENUMERATION_BUDGET = 4096
+
     def __init__(self, strategies):
         self.strategies = strategies
+        self.enumeration_budget = self.ENUMERATION_BUDGET
 
     def run(self, jaxpr, consts, args):
         env = dict(zip(jaxpr.constvars, consts))
@@ -126,12 +131,21 @@ class _Surrogate:
                 site = site_of(eqn, invals)
                 if plain:
                     return resume([sg(site.draw())])
-                strategy = choose_strategy(self.strategies, site)
-                return strategy.surrogate(site, lambda value, plain=False: resume([value], plain))
+                return self._choice(site, lambda value, plain=False: resume([value], plain))
             if sites_inside(eqn) and not plain:
                 return self._control(eqn, invals, resume)
             env.update(zip(eqn.outvars, bind_equation(eqn, invals)))
         return after([read(v) for v in jaxpr.outvars], plain)
+
+    def _choice(self, site, continuation):
+        strategy = choose_strategy(self.strategies, site, enumeration_budget=self.enumeration_budget)
+        budget = self.enumeration_budget
+        if isinstance(strategy, Enumerate):  # what follows runs once per branch
+            self.enumeration_budget = budget // Enumerate.branches(site)
+        try:
+            return strategy.surrogate(site, continuation)
+        finally:
+            self.enumeration_budget = budget
 
     def _resume(self, jaxpr, index, eqn, env, outs, after, plain):
         """The continuation after equation ``index``, given its outputs."""

@@ -172,6 +172,13 @@ class Enumerate:
     def __repr__(self):
         return "Enumerate()"
 
+    @staticmethod
+    def branches(site):
+        """How many continuations the exact sum runs (1 for a vectorised choice,
+        whose elements are enumerated one at a time, plainly)."""
+        prototype = _template(site)
+        return _support_size(prototype) if not site.levels and prototype.batch_shape == () else 1
+
     def surrogate(self, site, continuation):
         support = _support(site)
         value = sg(site.draw())
@@ -301,9 +308,11 @@ _MEASURE_VALUED_RULES = (
 )
 
 
-def choose_strategy(strategies, site, in_scan=False):
+def choose_strategy(strategies, site, in_scan=False, enumeration_budget=None):
     """By address, then by distribution type, then the default: inside a
-    scan body (no continuation there) Reparam or Reinforce."""
+    scan body (no continuation there) Reparam or Reinforce.
+    ``enumeration_budget``: how many more exact branches the default may
+    multiply the program's runs by (scalar enumerations nest: K^n)."""
     for key in (site.address, format_address(site.address)):
         if key in strategies:
             return strategies[key]
@@ -313,15 +322,16 @@ def choose_strategy(strategies, site, in_scan=False):
             return strategy
     if in_scan:
         return Reparam() if _template(site).has_rsample else Reinforce()
-    return _default(site)
+    return _default(site, enumeration_budget)
 
 
-def _default(site):
+def _default(site, enumeration_budget=None):
     prototype = _template(site)
     if prototype.has_rsample:
         return Reparam()
     if prototype.has_enumerate_support and prototype.event_shape == () and _support_size(prototype) <= 64:
-        return Enumerate()
+        if enumeration_budget is None or Enumerate.branches(site) <= enumeration_budget:
+            return Enumerate()
     return Reinforce()
 
 
