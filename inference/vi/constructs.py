@@ -74,8 +74,13 @@ def _rescaled(gf, choices, args, log_density, scale):
     for address, factor in scale.items():
         part = ppl.get(per_choice, address)
         if part is not None:
-            log_density = log_density + (factor - 1.0) * sum(jnp.sum(x) for x in jax.tree.leaves(part))
+            log_density = log_density + (factor - 1.0) * _total(part)
     return log_density
+
+
+def _total(per_choice):
+    """The sum of a choice map of log densities."""
+    return sum(jnp.sum(x) for x in jax.tree.leaves(per_choice))
 
 
 def _no_scale(family, scale):
@@ -127,7 +132,7 @@ class Marginal:
     def _proposal_density(self, selected, rest, trace, args):
         if self.proposal is None:  # generate's proposal is the prior of the rest
             per_choice = ppl.site_log_densities(self.gf, trace.choices, args)
-            return sum(jnp.sum(x) for x in jax.tree.leaves(_complement(per_choice, self.selection)))
+            return _total(_complement(per_choice, self.selection))
         log_q, _ = self.proposal.assess(rest, (selected, *args))
         return log_q
 
@@ -197,7 +202,7 @@ class Normalized:
         if self.proposal is None:
             choices = ppl.merge(latents, self.observations)
             per_choice = ppl.site_log_densities(self.model, choices, args)
-            return sum(jnp.sum(x) for x in jax.tree.leaves(ppl.filter_choices(per_choice, _selection_of(latents))))
+            return _total(ppl.filter_choices(per_choice, _selection_of(latents)))
         log_q, _ = self.proposal.assess(latents, args)
         return log_q
 

@@ -127,10 +127,12 @@ def _chunk(objective, optimizer, length, batch_size, description, axes, state, t
 
 
 def _axes(args, in_axes):
+    """``in_axes`` (as ``jax.vmap``'s) with one entry per arg."""
     return in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
 
 
-def _data_size(args, in_axes):
+def _data_size(args, in_axes, who="fit"):
+    """The one size of the batch axis of ``args`` along ``in_axes``."""
     sizes = {
         jnp.shape(leaf)[axis]
         for value, axis in zip(args, _axes(args, in_axes))
@@ -139,7 +141,7 @@ def _data_size(args, in_axes):
         if hasattr(leaf, "shape")
     }
     if len(sizes) != 1:
-        raise ValueError(f"fit: the batched args must share one size along in_axes={in_axes}, got sizes {sorted(sizes)}")
+        raise ValueError(f"{who}: the batched args must share one size along in_axes={in_axes}, got sizes {sorted(sizes)}")
     return sizes.pop()
 
 

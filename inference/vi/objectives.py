@@ -16,6 +16,7 @@ from numpyro.distributions import Distribution
 
 import ppl
 from ppl.inference.vi.constructs import density, logmeanexp, marginal, sim
+from ppl.inference.vi.fit import _axes, _data_size
 from ppl.transforms import Expectation, Reinforce
 
 __all__ = [
@@ -312,9 +313,9 @@ class per_datum(_Combined):
         self.objective, self.in_axes, self.data_scale = objective, in_axes, data_scale
 
     def estimate(self, key, params, observations, *args):
-        batch_size = _batch_size((observations, *args), self.in_axes)
-        keys = jax.random.split(key, batch_size)
-        axes = self.in_axes if isinstance(self.in_axes, tuple) else (self.in_axes,) * (1 + len(args))
+        batch = (observations, *args)
+        keys = jax.random.split(key, _data_size(batch, self.in_axes, who="per_datum"))
+        axes = _axes(batch, self.in_axes)
         run = lambda k, obs, *a: self.objective.estimate(k, params, obs, *a)
         return self.data_scale * jnp.sum(jax.vmap(run, in_axes=(0, *axes))(keys, observations, *args))
 
@@ -360,16 +361,3 @@ class averaged(_Combined):
 
     def __repr__(self):
         return f"<averaged {self.objective!r} x{self.num_samples}>"
-
-
-def _batch_size(values, in_axes):
-    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(values)
-    sizes = {
-        jnp.shape(leaf)[axis]
-        for value, axis in zip(values, axes)
-        if axis is not None
-        for leaf in jax.tree.leaves(value)
-    }
-    if len(sizes) != 1:
-        raise ValueError(f"per_datum: the batched inputs must share one batch size along in_axes, got sizes {sorted(sizes)}")
-    return sizes.pop()
