@@ -249,10 +249,10 @@ class Switch(GenerativeFunction):
                 return Edit(
                     from_paths({p: choices.get(p, zero(p)) for p in union}),
                     from_paths({p: jnp.asarray(used.get(p, False)) for p in union}),
-                    from_paths({p: jnp.asarray(lps.get(p, 0.0), jnp.float32) for p in union}),
+                    from_paths({p: jnp.asarray(lps.get(p, 0.0), jnp.result_type(float)) for p in union}),
                     edit.retval,
-                    jnp.asarray(edit.log_density, jnp.float32),
-                    jnp.asarray(edit.kept_log_density, jnp.float32),
+                    jnp.asarray(edit.log_density, jnp.result_type(float)),
+                    jnp.asarray(edit.kept_log_density, jnp.result_type(float)),
                 )
 
             return run

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.choicemap import NONE, Selection, by_path, from_paths, to_arrays
-from ppl.errors import check_finite_arguments
+from ppl.errors import AddressError, check_finite_arguments, unknown_addresses_error
 from ppl.jit import jit_gfi
 from ppl.trace import Trace
 
@@ -54,9 +54,30 @@ class Call(NamedTuple):
 
 def as_key(key):
     """Accept typed keys (``jax.random.key``) and raw ``PRNGKey`` arrays."""
-    if key is None or jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key is None:
         return key
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return key
+    if dtype is None or jnp.shape(key)[-1:] != (2,) or dtype != jnp.uint32:
+        raise TypeError(
+            f"expected a JAX random key, e.g. jax.random.key(0), got {_describe(key)}; "
+            "split it (jax.random.split) for independent calls"
+        )
     return jax.random.wrap_key_data(key)
+
+
+def _describe(value):
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} {value!r}" if shape is None else f"{type(value).__name__} of shape {tuple(shape)}"
+
+
+def as_args(args):
+    """The arguments as a tuple; anything else is an error (a bare array would
+    be split into its elements)."""
+    if isinstance(args, (tuple, list)):
+        return tuple(args)
+    raise TypeError(f"args must be a tuple, e.g. (xs,) for one argument or () for none; got {_describe(args)}")
 
 
 class GenerativeFunction:
@@ -73,33 +94,38 @@ class GenerativeFunction:
 
     def simulate(self, key, args) -> Trace:
         """Run forwards: ``trace = gf.simulate(key, args)``."""
+        args = as_args(args)
         check_finite_arguments(args)
-        return _simulate(self, as_key(key), tuple(args))
+        return _simulate(self, as_key(key), args)
 
     def assess(self, choices, args):
         """``(log_density, retval)`` of a complete choice map."""
+        args = as_args(args)
         check_finite_arguments(args)
-        return _assess(self, to_arrays(choices), tuple(args))
+        return _with_unknown_addresses(self, choices, args, lambda: _assess(self, to_arrays(choices), args))
 
     def generate(self, key, constraints, args):
         """``(trace, log_weight)``: constrained addresses take the given values, the
         rest are drawn from the model; log_weight = log p(all) - log q(drawn)."""
+        args = as_args(args)
         check_finite_arguments(args)
-        return _generate(self, as_key(key), to_arrays(constraints or {}), tuple(args))
+        return _generate(self, as_key(key), to_arrays(constraints or {}), args)
 
     def update(self, key, trace, constraints, args):
         """``(new_trace, log_weight, discard)`` after changing arguments and/or
         constraining addresses; log_weight = log p(new) - log p(old) - log q(fresh)."""
+        args = as_args(args)
         check_finite_arguments(args)
-        return _update(self, as_key(key), trace, to_arrays(constraints or {}), tuple(args))
+        return _update(self, as_key(key), trace, to_arrays(constraints or {}), args)
 
     def regenerate(self, key, trace, selection, args):
         """``(new_trace, log_weight)`` with the selected addresses redrawn from the
         model: the Metropolis-Hastings weight of that proposal."""
+        args = as_args(args)
         check_finite_arguments(args)
         if not isinstance(selection, Selection):
             raise TypeError(f"regenerate takes a ppl.Selection (ppl.select(...)), got {type(selection).__name__}")
-        return _regenerate(self, as_key(key), trace, selection, tuple(args))
+        return _regenerate(self, as_key(key), trace, selection, args)
 
     # ----- combinators -----------------------------------------------------
 
@@ -161,13 +187,41 @@ def site_log_densities(gf, choices, args):
     >>> round(float(densities["a"]), 4), densities["b"].shape
     (-0.9189, ())
     """
+    args = as_args(args)
     check_finite_arguments(args)
-    return _site_log_densities(gf, to_arrays(choices), tuple(args))
+    return _with_unknown_addresses(gf, choices, args, lambda: _site_log_densities(gf, to_arrays(choices), args))
 
 
 @jit_gfi(constraints_arg=0)
 def _site_log_densities(gf, choices, args):
     return gf._edit(None, args, choices, None, NONE, ()).site_log_densities
+
+
+def _with_unknown_addresses(gf, choices, args, run):
+    """``run()``; when a complete choice map lacks a value and names addresses
+    the model never visits (a misspelt observation), say which, with the
+    nearest valid address, rather than only which value is missing."""
+    try:
+        return run()
+    except AddressError as error:
+        if not str(error).startswith("no value for address"):
+            raise
+        unknown, valid = _unvisited(gf, choices, args)
+        if not unknown:
+            raise
+        raise unknown_addresses_error(unknown, valid, (), what=f"{error}, and the choice map's keys") from None
+
+
+def _unvisited(gf, choices, args):
+    """The choice map's addresses that a run of ``gf`` does not make, and those it does."""
+    from ppl.choicemap import flatten
+
+    try:
+        made = jax.eval_shape(lambda key: gf.simulate(key, args).choices, jax.random.key(0))
+    except Exception:  # a model that cannot be simulated (improper priors): no hint
+        return [], []
+    valid = list(flatten(made)) if isinstance(made, dict) else []
+    return [a for a in flatten(choices) if a not in valid], valid
 
 
 def _score_previous(gf, trace):

@@ -11,6 +11,7 @@ __all__ = [
     "AddressError",
     "ConstraintError",
     "ControlFlowError",
+    "ArgumentCountError",
     "format_address",
     "check_address_name",
     "unknown_addresses_error",
@@ -26,6 +27,10 @@ class AddressError(ValueError):
 
 class ConstraintError(ValueError):
     """A constrained (observed) value has the wrong shape, dtype or support."""
+
+
+class ArgumentCountError(TypeError):
+    """A generative function was called with arguments its signature does not take."""
 
 
 class ControlFlowError(RuntimeError):

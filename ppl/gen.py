@@ -9,6 +9,7 @@ address gets the same randomness in every GFI method.
 """
 
 import contextvars
+import inspect
 import functools
 import zlib
 
@@ -21,7 +22,7 @@ from ppl.choicemap import NONE
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
 from ppl.primitives import bind_factor
-from ppl.errors import AddressError, check_address_name, control_flow_error, format_address, unknown_addresses_error
+from ppl.errors import AddressError, ArgumentCountError, check_address_name, control_flow_error, format_address, unknown_addresses_error
 
 __all__ = ["gen", "Gen", "sample", "factor", "site_key"]
 
@@ -89,7 +90,7 @@ class _Handler:
         self._claim(name)
         log_weight = bind_factor(log_weight, self.path + (name,))
         total = jnp.sum(log_weight)
-        self.sites[name] = Edit(log_weight, True, jnp.zeros(()), log_weight, total, total)
+        self.sites[name] = Edit(log_weight, True, jnp.zeros((), jnp.result_type(float)), log_weight, total, total)
         self.log_density = self.log_density + total
         self.kept = self.kept + total
 
@@ -98,8 +99,10 @@ class _Handler:
         if unknown:
             raise unknown_addresses_error(unknown, self.sites, self.path)
         field = lambda f: {name: getattr(edit, f) for name, edit in self.sites.items()}
-        log_density = jnp.asarray(self.log_density, dtype=jnp.float32)
-        kept = jnp.asarray(self.kept, dtype=jnp.float32)
+        # Densities are in JAX's default float (float64 under jax_enable_x64),
+        # so every branch and step of a combinator agrees on their dtype.
+        log_density = jnp.asarray(self.log_density, dtype=jnp.result_type(float))
+        kept = jnp.asarray(self.kept, dtype=jnp.result_type(float))
         return Edit(field("choices"), field("used"), field("site_log_densities"), retval, log_density, kept)
 
 
@@ -161,9 +164,28 @@ class Gen(GenerativeFunction):
         token = _handler.set(handler)
         try:
             retval = self.fn(*args)
+        except TypeError as error:
+            _check_arguments(self, args, path, error)
+            raise
         finally:
             _handler.reset(token)
         return handler.finish(retval)
+
+
+def _check_arguments(gf, args, path, error):
+    """Raise ``ArgumentCountError`` if ``args`` do not fit ``gf``'s signature
+    (``error`` came from the call); otherwise return and let ``error`` stand."""
+    try:
+        signature = inspect.signature(gf.fn)
+        signature.bind(*args)
+    except TypeError:
+        where = f" at address {format_address(path)!r}" if path else ""
+        raise ArgumentCountError(
+            f"{gf!r}{where} takes {signature} but was called with {len(args)} argument(s); "
+            "args is the tuple of its arguments, e.g. (xs,)"
+        ) from error
+    except ValueError:  # no signature to read (a builtin): nothing to add
+        return
 
 
 def gen(fn):

@@ -8,6 +8,7 @@ inside models), so no wrapper type such as GenJAX's ``Const`` is needed.
 import functools
 
 import jax
+import numpy as np
 
 from ppl.primitives import in_default_context
 from ppl.trace import join_static, split_static
@@ -18,7 +19,24 @@ __all__ = ["jit_gfi"]
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _run(fn, description, *dynamic):
-    return fn(*join_static(dynamic, description))
+    inputs = join_static(dynamic, description)
+    return _checked_outputs(inputs[0], fn(*inputs))
+
+
+_ARRAY_LIKE = (jax.Array, jax.core.Tracer, np.ndarray, np.generic, bool, int, float, complex)
+
+
+def _checked_outputs(gf, out):
+    """A GFI result holds only arrays: a model that returns, say, a string
+    would otherwise fail inside jit with JAX's message, naming no model."""
+    for leaf in jax.tree.leaves(out):
+        if not isinstance(leaf, _ARRAY_LIKE):
+            raise TypeError(
+                f"{gf!r} returned a value holding a {type(leaf).__name__} ({leaf!r}): a generative function "
+                "returns arrays, numbers, or tuples/lists/dicts of them (JAX pytrees); keep other Python "
+                "values outside the model"
+            )
+    return out
 
 
 def _signature(dynamic):
@@ -36,7 +54,7 @@ def jit_gfi(constraints_arg=None):
         def wrapper(*inputs):
             dynamic, description = split_static(inputs)
             with collect_support_checks() as collected:
-                out = _run(fn, description, *dynamic) if in_default_context() else fn(*inputs)
+                out = _run(fn, description, *dynamic) if in_default_context() else _checked_outputs(inputs[0], fn(*inputs))
             signature = (description, _signature(dynamic))
             if collected:
                 checks_by_signature[signature] = collected

@@ -423,3 +423,49 @@ def test_improper_prior_constrained_works():
 
     with pytest.raises(ppl.ConstraintError, match="address 's': observed value -1.0 is outside the support"):
         flat_positive.assess({"s": -1.0}, ())
+
+
+# ----- arguments and keys -----------------------------------------------------
+
+
+def test_args_that_are_not_a_tuple_are_refused_with_an_example():
+    for call in (
+        lambda: model.simulate(jax.random.key(0), XS),
+        lambda: model.generate(jax.random.key(0), {}, XS),
+        lambda: model.assess({}, XS),
+    ):
+        with pytest.raises(TypeError, match=r"args must be a tuple, e.g. \(xs,\).*shape \(3,\)"):
+            call()
+    assert model.simulate(jax.random.key(0), [XS]).choices["obs"].shape == (3,)  # a list is fine
+
+
+@pytest.mark.parametrize("key", [0, 1.5, jnp.zeros(3)])
+def test_a_seed_instead_of_a_key_says_what_to_pass(key):
+    with pytest.raises(TypeError, match=r"expected a JAX random key, e.g. jax.random.key\(0\)"):
+        model.simulate(key, (XS,))
+
+
+def test_a_raw_prng_key_still_works():
+    assert model.simulate(jax.random.PRNGKey(0), (XS,)).choices["obs"].shape == (3,)
+
+
+def test_a_model_returning_a_non_jax_value_is_named():
+    @ppl.gen
+    def talks():
+        ppl.sample("a", dist.Normal(0.0, 1.0))
+        return "hello"
+
+    with pytest.raises(TypeError, match=r"gen\(.*talks\) returned a value holding a str \('hello'\)"):
+        talks.simulate(jax.random.key(0), ())
+
+
+def test_wrong_number_of_arguments_names_the_model_and_its_signature():
+    with pytest.raises(ppl.errors.ArgumentCountError, match=r"gen\(model\) takes \(xs\) but was called with 2"):
+        model.simulate(jax.random.key(0), (XS, XS))
+
+
+def test_assess_with_a_misspelt_address_names_it_and_suggests_the_right_one():
+    choices = model.simulate(jax.random.key(0), (XS,)).choices
+    choices = {"scale": choices["scale"], "inner": choices["inner"], "obz": choices["obs"]}
+    with pytest.raises(ppl.AddressError, match=r"(?s)no value for address 'obs'.*'obz' \(did you mean 'obs'\?\)"):
+        model.assess(choices, (XS,))

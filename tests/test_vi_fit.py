@@ -301,3 +301,47 @@ def test_progress_bar(capsys):
     vi.fit(objective, guide.init_params(), optimizer, 120, ARGS, key=jax.random.key(0), progress=False)
     err = capsys.readouterr().err
     assert "120/120" not in err and "%|" not in err, err
+
+
+def test_a_diverging_learning_rate_stops_at_the_first_non_finite_step():
+    model, guide = make_conjugate()
+    objective, params = vi.elbo(model, guide), guide.init_params()
+    with pytest.raises(vi.FitDivergedError, match=r"step \d+ gave a non-finite") as caught:
+        run(objective, params, optax.sgd(1e4), 300, key=jax.random.key(0), steps_per_call=50)
+    error = caught.value
+    assert 0 < error.step < 300 and len(error.history) == error.step and np.all(np.isfinite(error.history))
+    assert int(error.state.step) == error.step
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(error.state.params))
+    # The kept state is the one an uninterrupted run of that many steps ends in.
+    before = run(objective, params, optax.sgd(1e4), error.step, key=jax.random.key(0), steps_per_call=50)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), before.params, error.state.params))
+
+
+def test_adam_with_a_huge_learning_rate_is_stopped_not_run_to_nan():
+    model, guide = make_conjugate()
+    try:
+        result = run(vi.elbo(model, guide), guide.init_params(), optax.adam(100.0), 300, key=jax.random.key(1))
+    except vi.FitDivergedError as error:
+        assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(error.state.params))
+    else:  # it may survive; then nothing it returns is NaN
+        assert np.all(np.isfinite(result.history))
+        assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
+
+
+def test_a_model_without_the_params_argument_gets_the_convention_explained():
+    @ppl.gen
+    def noparams(xs):
+        z = ppl.sample("z", dist.Normal(0.0, 1.0))
+        ppl.sample("x", dist.Normal(z, 1.0).expand([xs.shape[0]]).to_event(1))
+
+    _, guide = make_conjugate()
+    objective = vi.elbo(noparams, guide)
+    with pytest.raises(TypeError, match=r"noparams\) takes \(xs\).*called with \(params, \*args\)"):
+        objective.estimate(jax.random.key(0), guide.init_params(), {"x": DATA}, DATA)
+
+
+def test_a_misspelt_observation_is_named_with_a_suggestion():
+    model, guide = make_conjugate()
+    objective = vi.elbo(model, guide)
+    with pytest.raises(ppl.AddressError, match=r"'xx' \(did you mean 'x'\?\)"):
+        objective.estimate(jax.random.key(0), guide.init_params(), {"xx": DATA}, DATA)

@@ -30,7 +30,7 @@ True
 
 from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanexp, marginal, normalize, sim
 from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
-from ppl.inference.vi.fit import FitResult, FitState, fit
+from ppl.inference.vi.fit import FitDivergedError, FitResult, FitState, fit
 from ppl.inference.vi.objectives import (
     Objective,
     averaged,
@@ -79,4 +79,5 @@ __all__ = [
     "fit",
     "FitState",
     "FitResult",
+    "FitDivergedError",
 ]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ppl.trace import join_static, split_static
 
-__all__ = ["fit", "FitState", "FitResult"]
+__all__ = ["fit", "FitState", "FitResult", "FitDivergedError"]
 
 
 class FitState(NamedTuple):
@@ -91,13 +91,40 @@ def fit(
         done = 0
         while done < num_steps:
             todo = min(chunk, num_steps - done)
-            state, values = _chunk(objective, optimizer, chunk, batch_size, description, axes, state, todo, *dynamic)
-            values = np.asarray(values[:todo])
+            last = state
+            state, (values, finite) = _chunk(objective, optimizer, chunk, batch_size, description, axes, state, todo, *dynamic)
+            values, finite = np.asarray(values[:todo]), np.asarray(finite[:todo])
+            if not finite.all():
+                bad = int(np.argmin(finite))
+                history.append(values[:bad])
+                raise _diverged(state, int(last.step) + bad, values[bad], np.concatenate(history))
             history.append(values)
             done += todo
             bar.update(todo)
             bar.set_postfix(objective=f"{values.mean():.4g}")
     return FitResult(state.params, state, np.concatenate(history) if history else np.zeros(0))
+
+
+class FitDivergedError(FloatingPointError):
+    """``fit`` met a non-finite objective, gradient or parameter. ``state`` is
+    the last finite state (resume from it with ``fit(..., state=error.state)``
+    and a smaller learning rate); ``step`` the number of steps it holds;
+    ``history`` the objective up to there."""
+
+    def __init__(self, message, state, step, history):
+        super().__init__(message)
+        self.state, self.step, self.history = state, step, history
+
+
+def _diverged(state, step, value, history):
+    return FitDivergedError(
+        f"fit: step {step + 1} gave a non-finite objective, gradient or parameters (objective={value}); "
+        f"stopped there. error.state holds the last finite state (after {step} steps): resume with "
+        "vi.fit(..., state=error.state) and a smaller learning rate",
+        state,
+        step,
+        history,
+    )
 
 
 def _rescaled(objective, scale):
@@ -118,12 +145,27 @@ def _chunk(objective, optimizer, length, batch_size, description, axes, state, t
         batch = args if batch_size is None else _minibatch(batch_key, args, axes, batch_size)
         value, grads = objective.value_and_grad_estimate(step_key, state.params, *batch)
         updates, optimizer_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.optimizer_state, state.params)
-        return FitState(optax.apply_updates(state.params, updates), optimizer_state, key, state.step + 1), value
+        new_state = FitState(optax.apply_updates(state.params, updates), optimizer_state, key, state.step + 1)
+        finite = _all_finite((value, grads, new_state.params))
+        # A non-finite step is not taken: the state stays the last finite one.
+        new_state = lax.cond(finite, lambda: new_state, lambda: state)
+        return new_state, (jnp.asarray(value, jnp.result_type(float)), finite)  # the dtype skip returns
 
-    def skip(state):  # the tail of a short last chunk
-        return state, jnp.zeros((), jnp.result_type(float))
+    def skip(state):  # the tail of a short last chunk, or every step after a non-finite one
+        return state, (jnp.zeros((), jnp.result_type(float)), jnp.bool_(True))
 
-    return lax.scan(lambda state, index: lax.cond(index < todo, step, skip, state), state, jnp.arange(length))
+    def guarded(carry, index):
+        state, failed = carry
+        state, (value, finite) = lax.cond((index < todo) & ~failed, step, skip, state)
+        return (state, failed | ~finite), (value, finite)
+
+    (state, _), outputs = lax.scan(guarded, (state, jnp.bool_(False)), jnp.arange(length))
+    return state, outputs
+
+
+def _all_finite(tree):
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def _axes(args, in_axes):

@@ -50,7 +50,10 @@ class Objective(Expectation):
         super().__init__(self._run, strategies)
 
     def _run(self, key, params, observations, *args):
-        return self.program(key, params, observations, tuple(args), self._scales(observations))
+        try:
+            return self.program(key, params, observations, tuple(args), self._scales(observations))
+        except ppl.errors.ArgumentCountError as error:
+            raise _params_convention_error(self, error) from None
 
     def _scales(self, observations):
         if self.data_scale == 1.0:
@@ -74,6 +77,14 @@ class Objective(Expectation):
 
     def __repr__(self):
         return f"<{self.name}>"
+
+
+def _params_convention_error(objective, error):
+    return TypeError(
+        f"{objective!r}: {error}. In vi objectives the model and the guide are both called with "
+        "(params, *args), as NumPyro calls model and guide with the same arguments: give each a first "
+        "parameter for the parameters (unused if it has none), e.g. def model(params, xs): ..."
+    )
 
 
 class _Scales:
