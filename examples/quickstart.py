@@ -14,7 +14,7 @@ which points are outliers, twice:
 
 Run it with ``make run`` (or ``.venv/bin/python examples/quickstart.py``).
 It prints a simulated trace, a posterior summary and the log marginal
-likelihood, and saves a plot to examples/quickstart.png.
+likelihood, and saves a plot to examples/output/quickstart.png.
 """
 
 import os
@@ -159,6 +159,7 @@ def plot(path, xs, ys, true_coeffs, true_outliers, results, key):
         handle.set_alpha(1.0)
     fig.suptitle("Polynomial regression with outliers: importance sampling with ppl")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -197,7 +198,7 @@ def main():
     results = {"likelihood weighting": prior_result, "custom proposal": custom_result}
     print_summary(results, true_coeffs, true_outliers)
 
-    path = Path(os.environ.get("QUICKSTART_PLOT", Path(__file__).with_name("quickstart.png")))
+    path = Path(os.environ.get("QUICKSTART_PLOT", Path(__file__).with_name("output") / "quickstart.png"))
     done = step("\nplotting")
     plot(path, np.asarray(xs), np.asarray(ys), true_coeffs, true_outliers, results, jax.random.key(3))
     done()

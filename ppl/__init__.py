@@ -10,6 +10,7 @@
 """
 
 from ppl import dist
+from ppl.checked import checked
 from ppl.choicemap import Selection, filter_choices, flatten, get, merge, select, select_all, unflatten
 from ppl.combinators import Scan, Switch, Vmap, cond, mixture, switch, vmap_particles
 from ppl.core import Call, GenerativeFunction, site_log_densities
@@ -39,6 +40,7 @@ __all__ = [
     "filter_choices",
     "get",
     "site_log_densities",
+    "checked",
     "GenerativeFunction",
     "Gen",
     "DistributionGF",

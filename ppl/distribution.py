@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.distributions import Distribution, ImproperUniform
 
+from ppl.checked import check
 from ppl.core import Edit, GenerativeFunction
 from ppl.errors import AddressError, check_constraint_value, check_support, format_address
 from ppl.primitives import bind_sample, log_density_of
@@ -70,6 +71,8 @@ def _mask_support(value, distribution, log_density, path):
         return log_density
     if is_static_support(support):
         register_support_check(path, support)
+    check(support.check(value), f"address {format_address(path)!r}: observed value outside the support of "
+          f"{type(distribution).__name__} ({support}): {{value}}", value=value)
     if distribution._validate_args:
         return log_density
     return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)

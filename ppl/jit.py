@@ -10,6 +10,7 @@ import functools
 import jax
 import numpy as np
 
+from ppl.checked import checking
 from ppl.primitives import in_default_context
 from ppl.trace import join_static, split_static
 from ppl.validation import collect_support_checks, register_support_check, run_support_checks
@@ -17,8 +18,8 @@ from ppl.validation import collect_support_checks, register_support_check, run_s
 __all__ = ["jit_gfi"]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _run(fn, description, *dynamic):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _run(fn, description, checking, *dynamic):  # `checking`: a separate trace under ppl.checked
     inputs = join_static(dynamic, description)
     return _checked_outputs(inputs[0], fn(*inputs))
 
@@ -54,7 +55,7 @@ def jit_gfi(constraints_arg=None):
         def wrapper(*inputs):
             dynamic, description = split_static(inputs)
             with collect_support_checks() as collected:
-                out = _run(fn, description, *dynamic) if in_default_context() else _checked_outputs(inputs[0], fn(*inputs))
+                out = _run(fn, description, checking(), *dynamic) if in_default_context() else _checked_outputs(inputs[0], fn(*inputs))
             signature = (description, _signature(dynamic))
             if collected:
                 checks_by_signature[signature] = collected

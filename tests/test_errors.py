@@ -469,3 +469,29 @@ def test_assess_with_a_misspelt_address_names_it_and_suggests_the_right_one():
     choices = {"scale": choices["scale"], "inner": choices["inner"], "obz": choices["obs"]}
     with pytest.raises(ppl.AddressError, match=r"(?s)no value for address 'obs'.*'obz' \(did you mean 'obs'\?\)"):
         model.assess(choices, (XS,))
+
+
+# ----- checks inside a user's jit ------------------------------------------------
+
+
+@ppl.gen
+def counts_model(x):
+    rate = ppl.sample("rate", dist.Gamma(2.0, 1.0))
+    ppl.sample("count", dist.Poisson(rate * x).expand([3]))
+
+
+def _count_weight(counts, x):
+    return counts_model.generate(jax.random.key(0), {"count": counts}, (x,))[1]
+
+
+def test_checked_mode_raises_inside_jit_where_plain_jit_gives_minus_infinity():
+    bad = jnp.array([1.0, -2.0, 3.0])
+    assert jax.jit(_count_weight)(bad, 1.0) == -jnp.inf  # the documented unchecked behaviour
+    checked = ppl.checked(_count_weight)
+    good = jnp.array([1.0, 2.0, 3.0])
+    assert jnp.allclose(checked(good, 1.0), _count_weight(good, 1.0))
+    with pytest.raises(ppl.ConstraintError, match=r"address 'count': observed value outside the support.*-2\."):
+        checked(bad, 1.0)
+    with pytest.raises(ppl.ConstraintError, match=r"args\[0\] contains NaN"):
+        checked(good, jnp.array(jnp.nan))
+    assert jax.jit(_count_weight)(bad, 1.0) == -jnp.inf  # the checked trace did not leak into plain calls
