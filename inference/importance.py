@@ -154,17 +154,14 @@ def _varying(particle, key, flags):
 
 
 def _chunked(fn, key, num_particles, chunk_size):
-    """Particles in chunks that share one key each (their random choices are
-    drawn jointly, see ppl.vmap_particles); chunks run one after another."""
-    chunk_size = min(chunk_size, num_particles)
-    num_chunks, remainder = divmod(num_particles, chunk_size)
-    run = lambda c, n: ppl.vmap_particles(fn, n)(jax.random.fold_in(key, c))
+    """Particles in equal chunks of at most ``chunk_size`` that share one key
+    each (their random choices are drawn jointly, see ppl.vmap_particles);
+    chunks run one after another. One chunk size means one copy of the
+    program to compile; a last chunk padded past ``num_particles`` is cut."""
+    num_chunks = -(-num_particles // chunk_size)
+    size = -(-num_particles // num_chunks)
+    run = lambda c: ppl.vmap_particles(fn, size)(jax.random.fold_in(key, c))
     if num_chunks == 1:
-        full = run(0, chunk_size)
-    else:
-        full = jax.lax.map(lambda c: run(c, chunk_size), jnp.arange(num_chunks))
-        full = [x.reshape((-1,) + x.shape[2:]) for x in full]
-    if remainder:
-        rest = run(num_chunks, remainder)
-        full = [jnp.concatenate([a, b]) for a, b in zip(full, rest)]
-    return full
+        return run(0)
+    full = jax.lax.map(run, jnp.arange(num_chunks))
+    return [x.reshape((-1,) + x.shape[2:])[:num_particles] for x in full]
