@@ -28,8 +28,14 @@ IDS = [case.name for case in CASES]
 BRANCHING = ("cond", "cond_vmap", "switch")
 
 
+X64 = jax.config.jax_enable_x64  # test_x64.py runs this file again with float64 on
+
+
 def close(actual, expected):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-5, atol=1e-4)
+    if X64 and jnp.issubdtype(jnp.result_type(actual), jnp.floating):
+        assert jnp.result_type(actual) == jnp.float64, jnp.result_type(actual)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if X64 else dict(rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), **tolerance)
 
 
 def under(address, addresses):

@@ -1,0 +1,20 @@
+"""Float64 under ``jax_enable_x64``: a representative part of the suite
+(the GFI laws at float64 tolerances, and ``x64_checks.py``: importance, every
+objective's estimate and gradient, ``fit``) runs in a subprocess with
+``JAX_ENABLE_X64=1``, since the flag must be set before JAX starts."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+FILES = ["x64_checks.py", "test_gfi_laws.py"]
+
+
+def test_the_float64_suite_passes():
+    env = {**os.environ, "JAX_ENABLE_X64": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", *[str(HERE / f) for f in FILES]]
+    run = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and " skipped" not in run.stdout, run.stdout[-2000:]

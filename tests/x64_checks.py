@@ -1,0 +1,136 @@
+"""Float64 checks, run by ``test_x64.py`` in a subprocess with
+``JAX_ENABLE_X64=1`` (the flag must be set before JAX starts): results are
+float64 and agree with float64 references to ~1e-12 relative. (Not collected
+on its own: its name does not start with ``test_``.)"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+import ppl
+from ppl import dist
+from ppl.inference import vi
+import test_vi_objectives as objectives
+
+pytestmark = pytest.mark.skipif(not jax.config.jax_enable_x64, reason="run by test_x64.py with JAX_ENABLE_X64=1")
+
+RTOL = 1e-12
+to64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree)
+
+
+def assert_float64(tree):
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert leaf.dtype == jnp.float64, leaf.dtype
+
+
+@ppl.gen
+def linear(xs):
+    slope = ppl.sample("slope", dist.Normal(0.0, 1.0))
+    noise = ppl.sample("noise", dist.HalfNormal(2.0))
+    return ppl.sample("ys", dist.Normal(slope * xs, noise))
+
+
+XS = jnp.linspace(-1.0, 1.0, 7)
+YS = 0.7 * XS + 0.01 * jnp.sin(40.0 * XS)
+
+
+def linear_reference(slope, noise, ys):
+    """log p(slope, noise, ys) with SciPy, in NumPy float64."""
+    slope, noise, ys = (np.asarray(v, np.float64) for v in (slope, noise, ys))
+    return (
+        stats.norm.logpdf(slope, 0.0, 1.0)
+        + stats.halfnorm.logpdf(noise, scale=2.0)
+        + stats.norm.logpdf(ys, slope[..., None] * np.asarray(XS), noise[..., None]).sum(-1)
+    )
+
+
+def test_the_gfi_is_float64_and_exact():
+    trace = linear.simulate(jax.random.key(0), (XS,))
+    assert_float64((trace.choices, trace.log_density))
+    c = trace.choices
+    np.testing.assert_allclose(trace.log_density, linear_reference(c["slope"], c["noise"], c["ys"]), rtol=RTOL)
+    log_density, _ = linear.assess(c, (XS,))
+    np.testing.assert_allclose(log_density, trace.log_density, rtol=RTOL)
+    posterior, weight = linear.generate(jax.random.key(1), {"ys": YS}, (XS,))
+    assert_float64((posterior.log_density, weight))
+    moved, update_weight, _ = linear.update(jax.random.key(2), posterior, {"slope": 0.3}, (XS,))
+    new_slope = posterior.choices["noise"]
+    expected = linear_reference(0.3, new_slope, YS) - linear_reference(posterior.choices["slope"], new_slope, YS)
+    np.testing.assert_allclose(update_weight, expected, rtol=RTOL)
+    _, regenerate_weight = linear.regenerate(jax.random.key(3), posterior, ppl.select("slope"), (XS,))
+    assert regenerate_weight.dtype == jnp.float64
+
+
+def test_importance_weights_are_the_float64_likelihood():
+    result = ppl.inference.importance(jax.random.key(4), linear, (XS,), {"ys": YS}, 1000)
+    assert_float64((result.log_weights, result.log_marginal_likelihood, result.particles.choices))
+    c = result.particles.choices
+    slope, noise = np.asarray(c["slope"]), np.asarray(c["noise"])
+    likelihood = stats.norm.logpdf(np.asarray(YS), slope[:, None] * np.asarray(XS), noise[:, None]).sum(-1)
+    np.testing.assert_allclose(result.log_weights, likelihood, rtol=RTOL)
+
+
+OBJECTIVES = {
+    "elbo": lambda: vi.elbo(objectives.model, objectives.guide),
+    "stl_elbo": lambda: vi.stl_elbo(objectives.gauss_model, objectives.gauss_guide),
+    "hvi": lambda: vi.hvi(objectives.model_z, objectives.joint_guide, "z", objectives.reverse),
+    "iwhvi": lambda: vi.iwhvi(objectives.model_z, objectives.joint_guide, "z", objectives.reverse, 2),
+    "diwhvi": lambda: vi.diwhvi(objectives.model_z, objectives.joint_guide, "z", objectives.reverse, 2, 2),
+    **{name: make for name, (make, _) in objectives.DISCRETE_CASES.items()},
+}
+
+
+def _params(name):
+    if name == "stl_elbo":
+        return objectives.GAUSS_PARAMS, {"x": objectives.X_OBS}
+    if "hvi" in name:
+        return objectives.HVI_PARAMS, objectives.OBS
+    return objectives.PARAMS, objectives.OBS
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_objective_estimate_and_gradient_is_float64(name):
+    params, observations = _params(name)
+    value, grads = jax.jit(lambda k: OBJECTIVES[name]().value_and_grad_estimate(k, to64(params), to64(observations)))(
+        jax.random.key(5)
+    )
+    assert_float64((value, grads))
+    assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("exact_case", ["one-categorical", "categorical-then-bernoulli", "hvi"])
+def test_enumerated_objectives_are_exact_to_1e12(exact_case):
+    if exact_case == "hvi":
+        make = lambda: vi.hvi(objectives.model_z, objectives.joint_guide, "z", objectives.reverse)
+        params, exact = objectives.HVI_PARAMS, objectives.exact_diwhvi(1, 1)
+    elif exact_case == "one-categorical":
+        make = lambda: vi.elbo(objectives.model_z, objectives.guide_z)
+        params, exact = {k: objectives.PARAMS[k] for k in ("theta", "phi")}, objectives.exact_elbo_z
+    else:
+        make = lambda: vi.elbo(objectives.model, objectives.guide)
+        params, exact = objectives.PARAMS, objectives.enumerated(lambda lp, lq: (lp - lq)[:, 0], 1)
+    params = to64(params)
+    exact_value, exact_grads = jax.jit(jax.value_and_grad(exact))(params)
+    value, grads = jax.jit(lambda k: make().value_and_grad_estimate(k, params, to64(objectives.OBS)))(jax.random.key(6))
+    assert_float64((value, grads, exact_value))
+    np.testing.assert_allclose(value, exact_value, rtol=RTOL)
+    for name in params:
+        np.testing.assert_allclose(grads[name], exact_grads[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_fit_is_float64_and_reaches_the_exact_optimum():
+    """An exact (enumerated) ELBO, maximised by gradient ascent: the guide's
+    probabilities converge to the posterior's to float64 precision."""
+    objective = vi.elbo(objectives.model_z, objectives.guide_z)
+    theta = jnp.asarray(objectives.PARAMS["theta"], jnp.float64)
+    params = {"theta": theta, "phi": jnp.zeros(3)}
+    optimizer = optax.multi_transform({"fixed": optax.set_to_zero(), "free": optax.sgd(0.5)}, {"theta": "fixed", "phi": "free"})
+    result = vi.fit(objective, params, optimizer, 3000, (to64(objectives.OBS),), key=jax.random.key(7), progress=False)
+    assert_float64((result.params, result.history))
+    log_joint = jax.nn.log_softmax(theta) + stats.norm.logpdf(float(objectives.X_DISCRETE), np.asarray(objectives.MU), 1.0)
+    posterior = np.exp(log_joint - jax.scipy.special.logsumexp(log_joint))
+    np.testing.assert_allclose(jax.nn.softmax(result.params["phi"]), posterior, rtol=1e-9)
