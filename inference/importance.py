@@ -160,8 +160,8 @@ def _chunked(fn, key, num_particles, chunk_size):
     program to compile; a last chunk padded past ``num_particles`` is cut."""
     num_chunks = -(-num_particles // chunk_size)
     size = -(-num_particles // num_chunks)
-    run = lambda c: ppl.vmap_particles(fn, size)(jax.random.fold_in(key, c))
     if num_chunks == 1:
-        return run(0)
+        return ppl.vmap_particles(fn, size)(key)
+    run = lambda c: ppl.vmap_particles(fn, size)(jax.random.fold_in(key, c))
     full = jax.lax.map(run, jnp.arange(num_chunks))
     return [x.reshape((-1,) + x.shape[2:])[:num_particles] for x in full]
