@@ -9,7 +9,7 @@ from jax import lax
 
 import ppl
 from ppl import dist
-from ppl.primitives import bind_sample
+from ppl.sample_primitive import bind_sample
 from ppl.transforms import choice_sites, run_staged, sample_sites, stage
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, Literal, bind_equation, dce_jaxpr
-from ppl.primitives import sample_p
+from ppl.sample_primitive import sample_p
 from ppl.trace import join_static, split_static
 from ppl.transforms.adev_control import Block, apply_block, site_of, sites_inside
 from ppl.transforms.strategies import Enumerate, choose_strategy

@@ -25,7 +25,7 @@ from jax import lax
 
 from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
 from ppl.errors import ControlFlowError, format_address
-from ppl.primitives import sample_p
+from ppl.sample_primitive import sample_p
 from ppl.transforms.stage import sample_sites
 from ppl.transforms.strategies import Site, choose_strategy, fold_key
 

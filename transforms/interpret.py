@@ -19,16 +19,10 @@ from jax import lax
 from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
 from ppl.choicemap import from_paths
 from ppl.errors import ControlFlowError, format_address
-from ppl.primitives import (
-    active_function,
-    factor_p,
-    factor_function,
-    factor_total_function,
-    step_axis,
-    log_prob_function,
-    sample_function,
-    sample_p,
-)
+from ppl.combinator_context import step_axis
+from ppl.factor_primitive import factor_function, factor_p, factor_total_function
+from ppl.levels import active_function, log_prob_function, sample_function
+from ppl.sample_primitive import sample_p
 from ppl.trace import split_static
 from ppl.transforms.stage import choice_sites
 

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 import jax
 
 from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, dce_jaxpr, sub_jaxprs
-from ppl.primitives import factor_p, sample_p
+from ppl.factor_primitive import factor_p
+from ppl.sample_primitive import sample_p
 from ppl.trace import join_static, split_static
 
 __all__ = ["StagedProgram", "stage", "sample_sites", "choice_sites"]

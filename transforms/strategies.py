@@ -25,7 +25,8 @@ from numpyro.distributions import (
 )
 
 from ppl.errors import ControlFlowError, format_address
-from ppl.primitives import log_density_of, log_prob_function, sample_function
+from ppl.distribution_spec import log_density_of
+from ppl.levels import log_prob_function, sample_function
 
 __all__ = ["Site", "Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy", "fold_key"]
 
