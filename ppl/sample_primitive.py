@@ -84,8 +84,8 @@ class Site(NamedTuple):
 
     >>> program = ppl.transforms.stage(ppl.gen(lambda: ppl.sample("x", dist.Normal(0.0, 1.0))), ())
     >>> eqn = ppl.transforms.sample_sites(program.jaxpr.jaxpr)[0]
-    >>> site = Site.from_equation(eqn, [jax.random.key(0), True, 0.0, 1.0])
-    >>> site.name, float(site.log_prob(0.0))
+    >>> site = Site.from_equation(eqn, [jax.random.key(0), True, 1.0, 1.0])  # loc 1, scale 1
+    >>> site.name, float(site.log_prob(1.0))
     ('x', -0.918...)
     """
 

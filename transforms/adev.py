@@ -155,7 +155,7 @@ class _Surrogate:
 
     def _control(self, eqn, invals, resume):
         name = eqn.primitive.name
-        if name in JIT_PRIMITIVES:  # run the body, then continue after the call
+        if eqn.primitive in JIT_PRIMITIVES:  # run the body, then continue after the call
             return self._body(eqn.params["jaxpr"], invals, resume)
         if name == "cond":
             return self._switch(eqn.params["branches"], invals, resume)

@@ -120,7 +120,7 @@ def apply_block(eqn, invals, block):
     if not sites:
         return bind_equation(eqn, invals)
     name = eqn.primitive.name
-    if name in JIT_PRIMITIVES:
+    if eqn.primitive in JIT_PRIMITIVES:
         inner = eqn.params["jaxpr"]
         return run_block(inner.jaxpr, inner.consts, invals, block)
     if name == "scan":

@@ -42,7 +42,7 @@ def _propagate(jaxpr, input_taints):
 
 def _equation(eqn, ins):
     name = eqn.primitive.name
-    if name in JIT_PRIMITIVES:
+    if eqn.primitive in JIT_PRIMITIVES:
         return _propagate(eqn.params["jaxpr"].jaxpr, ins)
     if name == "cond":
         return _cond(eqn, ins)

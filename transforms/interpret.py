@@ -100,7 +100,7 @@ def _apply(eqn, invals, recorder):
         return [recorder.factor(invals, **eqn.params)]
     if not _has_sites(eqn):
         return bind_equation(eqn, invals)
-    if name in JIT_PRIMITIVES:
+    if eqn.primitive in JIT_PRIMITIVES:
         inner = eqn.params["jaxpr"]
         return interpret(inner.jaxpr, inner.consts, invals, recorder)
     if name == "scan":
