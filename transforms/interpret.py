@@ -44,17 +44,21 @@ class Recorder:
     """What one interpretation accumulates: choices by address (tuples), the
     log density, and the log density of the constrained choices (``kept``).
 
-    To record more (a choice's distribution, a Jacobian), subclass it and
-    override ``sample(site)``: it gets the choice's ``Site`` (address, spec,
-    levels, placement, key, active, leaves) and returns the choice's value;
-    call ``super().sample(site)`` to take the constrained value or draw, and
-    record it. Inside ``scan`` bodies and ``cond`` branches, ``interpret``
-    records into ``child(constraints, scan_depth)``: by default a shallow copy
-    of this recorder (a subclass's own attributes are shared with it) with
-    fresh choices and densities, which flow back out stacked over the steps
-    or merged over the branches. Arrays a subclass keeps in its own
-    attributes inside a child are traced inside that body or branch and must
-    not leave it; override ``child`` to mark such children.
+    To record more, or to change a choice's value (a Jacobian, a value read
+    off an unconstrained position), subclass it and override
+    ``sample(site)``: it gets the choice's ``Site`` (address, spec, levels,
+    placement, key, active, leaves) and returns the choice's value;
+    ``super().sample(site)`` takes the constrained value or draws, and
+    records it. Add density terms to ``self.log_density`` (and ``self.kept``
+    for terms of constrained choices): with ``choices``, these are what flows
+    back out of ``scan`` and ``cond``.
+
+    Inside ``scan`` bodies and ``cond`` branches, ``interpret`` records into
+    ``child(constraints, scan_depth)``: by default a shallow copy of this
+    recorder with fresh choices and densities, so a subclass's configuration
+    (and any Python-side record, such as a dict) is shared with it. An array
+    a child keeps in its own attributes is traced inside that body or branch
+    and must not leave it: override ``child`` to mark such children.
 
     >>> class Addresses(Recorder):
     ...     def sample(self, site):
