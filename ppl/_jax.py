@@ -12,6 +12,7 @@ from jax.extend.core import (
     get_opaque_trace_state,
     jaxpr_as_fun,
 )
+from jax.extend.core.primitives import closed_call_p, cond_p, jit_p, scan_p, select_n_p
 from jax.interpreters import ad, batching, mlir
 from jax._src.interpreters.partial_eval import dce_jaxpr
 
@@ -28,12 +29,22 @@ __all__ = [
     "mlir",
     "trace_state",
     "JIT_PRIMITIVES",
+    "jit_body",
+    "cond_p",
+    "scan_p",
+    "select_n_p",
     "sub_jaxprs",
     "bind_equation",
 ]
 
-# The name of the nested-jit primitive changed from "pjit" to "jit".
-JIT_PRIMITIVES = ("pjit", "jit", "closed_call", "core_call")
+# Nested jit: the primitives whose equation calls a closed jaxpr, inline.
+JIT_PRIMITIVES = (jit_p, closed_call_p)
+
+
+def jit_body(eqn):
+    """The ``ClosedJaxpr`` a nested-jit equation calls."""
+    params = eqn.params
+    return params["jaxpr"] if "jaxpr" in params else params["call_jaxpr"]
 
 
 def trace_state():

@@ -13,7 +13,7 @@ from numpyro.distributions import Categorical, Distribution
 from ppl.choicemap import NONE, by_path, from_paths, tree_paths
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
-from ppl.primitives import active_mask, placement, scan_level, vmap_level
+from ppl.combinator_context import active_mask, placement, scan_level, vmap_level
 from ppl.errors import AddressError, ConstraintError, format_address, unknown_addresses_error
 from ppl.gen import gen, sample
 from ppl.trace import join_static, split_static

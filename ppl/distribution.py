@@ -6,8 +6,9 @@ from numpyro.distributions import Distribution, ImproperUniform
 
 from ppl.checked import check
 from ppl.core import Edit, GenerativeFunction
+from ppl.distribution_spec import log_density_of
 from ppl.errors import AddressError, check_constraint_value, check_support, format_address
-from ppl.primitives import bind_sample, log_density_of
+from ppl.sample_primitive import bind_sample
 from ppl.validation import is_static_support, register_support_check
 
 __all__ = ["DistributionGF", "as_gen"]

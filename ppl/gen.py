@@ -21,7 +21,7 @@ from ppl._jax import trace_state
 from ppl.choicemap import NONE
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
-from ppl.primitives import bind_factor
+from ppl.factor_primitive import bind_factor
 from ppl.errors import AddressError, ArgumentCountError, check_address_name, control_flow_error, format_address, unknown_addresses_error
 
 __all__ = ["gen", "Gen", "sample", "factor", "site_key"]

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from ppl.checked import checking
-from ppl.primitives import in_default_context
+from ppl.combinator_context import in_default_context
 from ppl.trace import join_static, split_static
 from ppl.validation import collect_support_checks, register_support_check, run_support_checks
 

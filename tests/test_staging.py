@@ -9,7 +9,7 @@ from jax import lax
 
 import ppl
 from ppl import dist
-from ppl.primitives import bind_sample
+from ppl.sample_primitive import bind_sample
 from ppl.transforms import choice_sites, run_staged, sample_sites, stage
 
 
@@ -143,6 +143,24 @@ def test_interpreter_inlines_nested_jit():
     (out,) = interpret(closed.jaxpr, closed.consts, [jax.random.key(0)], recorder)
     assert jnp.allclose(out, 0.5)
     assert jnp.allclose(recorder.log_density, dist.Normal(0.0, 1.0).log_prob(0.25))
+
+
+@pytest.mark.parametrize("name", ["scan", "vmap_of_scan", "scan_of_vmap", "cond"])
+def test_a_recorder_subclass_sees_the_choices_inside_scan_and_cond(name):
+    from ppl.transforms import Recorder, interpret
+
+    class Addresses(Recorder):
+        def sample(self, site):
+            self.seen.add(site.address)
+            return super().sample(site)
+
+    model, args = MODELS[name]
+    program = stage(model, args)
+    recorder = Addresses({})
+    recorder.seen = set()
+    dynamic, _ = ppl.trace.split_static(tuple(args))
+    interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [jax.random.key(0), *dynamic], recorder)
+    assert recorder.seen == {site.params["address"] for site in sample_sites(program.jaxpr.jaxpr)}
 
 
 def test_interpreter_names_unsupported_primitive():

@@ -207,6 +207,66 @@ def test_a_support_depending_on_another_latent_needs_supports():
     assert latents[1].support is constraints.positive
 
 
+@ppl.gen
+def walk_step(carry, _):
+    z = ppl.sample("z", dist.Normal(carry, 1.0))
+    ppl.sample("y", dist.Normal(z, 1.0))
+    return z, None
+
+
+@ppl.gen
+def scaled(x):
+    return x * ppl.sample("s", dist.HalfNormal(1.0))
+
+
+@ppl.gen
+def unscaled(x):
+    return x
+
+
+@ppl.gen
+def control_flow_model(params):
+    ppl.sample("walk", walk_step.scan(3)(0.0, None))
+    flag = ppl.sample("flag", dist.Bernoulli(0.5))
+    value = ppl.sample("v", ppl.cond(flag, scaled, unscaled, 1.0))
+    ppl.sample("obs", dist.Normal(value, 1.0))
+
+
+CONTROL_FLOW_OBSERVATIONS = {"walk": {"y": jnp.zeros(3)}, "flag": 1, "obs": 0.5}
+
+
+def test_latents_inside_scan_and_cond_are_found():
+    """The interpreter records a scan body's and a cond branch's choices in
+    children of the recorder it is given, of the recorder's own class."""
+    latents = vi.latent_sites(control_flow_model, (None,), CONTROL_FLOW_OBSERVATIONS)
+    assert [(l.address, l.shape, str(l.support)) for l in latents] == [
+        (("walk", "z"), (3,), str(constraints.real)),
+        (("v", "s"), (), str(constraints.positive)),
+    ]
+    family = vi.mean_field(control_flow_model, (None,), CONTROL_FLOW_OBSERVATIONS)
+    choices = family.simulate(jax.random.key(0), (family.init_params(),)).choices
+    assert choices["walk"]["z"].shape == (3,) and choices["v"]["s"] > 0
+
+
+@ppl.gen
+def bounded_step(carry, _):
+    u = ppl.sample("u", dist.Uniform(0.0, carry))
+    return carry + 1.0, u
+
+
+@ppl.gen
+def bounded_walk(params):
+    _, us = ppl.sample("walk", bounded_step.scan(3)(1.0, None))
+    ppl.sample("y", dist.Normal(us.sum(), 1.0))
+
+
+def test_a_support_depending_on_parameters_inside_scan_needs_supports():
+    with pytest.raises(TypeError, match="'walk/u'.*gf.scan.*supports="):
+        vi.latent_sites(bounded_walk, (None,), {"y": 1.0})
+    (latent,) = vi.latent_sites(bounded_walk, (None,), {"y": 1.0}, supports={"walk/u": constraints.positive})
+    assert latent.shape == (3,) and latent.support is constraints.positive
+
+
 # ----- densities and sampling distributions ------------------------------------
 
 

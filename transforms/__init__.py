@@ -1,11 +1,16 @@
 """Program transformations: ``import ppl.transforms``.
 
 ``stage`` turns a generative function into a jaxpr whose random choices are
-``sample_p`` equations; ``interpret`` / ``run_staged`` run such a program back
-with GFI semantics; ``expectation`` (ADEV) turns a program that returns a
-real number into unbiased estimators of its expected value and gradient.
-"""
+``sample_p`` equations (each one a ``Site`` to a transformation).
+``evaluate`` runs a jaxpr through ``Rules``, a rule per primitive; the
+interpreters here are rule sets over it. ``interpret`` / ``run_staged`` run
+a staged program back with GFI semantics; ``expectation`` (ADEV) turns a
+program that returns a real number into unbiased estimators of its expected
+value and gradient."""
 
+from ppl.factor_primitive import FactorSite
+from ppl.sample_primitive import Site
+from ppl.transforms.evaluate import Rules, evaluate
 from ppl.transforms.interpret import Recorder, StagedRun, interpret, run_staged
 from ppl.transforms.adev import Expectation, expectation
 from ppl.transforms.dependence import depends_on_first_input
@@ -17,6 +22,10 @@ __all__ = [
     "StagedProgram",
     "sample_sites",
     "choice_sites",
+    "Site",
+    "FactorSite",
+    "evaluate",
+    "Rules",
     "interpret",
     "run_staged",
     "Recorder",

@@ -23,10 +23,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, Literal, bind_equation, dce_jaxpr
-from ppl.primitives import sample_p
+from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, Literal, bind_equation, cond_p, dce_jaxpr, jit_body, scan_p
+from ppl.sample_primitive import Site, sample_p
 from ppl.trace import join_static, split_static
-from ppl.transforms.adev_control import Block, apply_block, site_of, sites_inside
+from ppl.transforms.adev_control import Block, apply_block
+from ppl.transforms.evaluate import samples_inside, unpack_cond, unsupported_control_flow
 from ppl.transforms.strategies import Enumerate, choose_strategy
 
 __all__ = ["expectation", "Expectation"]
@@ -101,7 +102,11 @@ def _stage(fn, leaves):
 
 
 class _Surrogate:
-    """Evaluates a staged program, each random choice through its strategy."""
+    """Evaluates a staged program, each random choice through its strategy.
+
+    Its own eval loop, since a strategy takes the rest of the equations as a
+    continuation; the choice (``Site``), jit bodies, ``cond`` unpacking and
+    ``scan`` blocks (``adev_control``'s rules) are the evaluator's."""
 
     # Exact enumerations of scalar choices nest (K^n runs of what follows);
     # past this many, the default strategy for further ones is REINFORCE.
@@ -128,11 +133,11 @@ class _Surrogate:
             invals = [read(v) for v in eqn.invars]
             resume = lambda outs, plain=plain, index=index, eqn=eqn: self._resume(jaxpr, index, eqn, env, outs, after, plain)
             if eqn.primitive is sample_p:
-                site = site_of(eqn, invals)
+                site = Site.from_equation(eqn, invals)
                 if plain:
                     return resume([sg(site.draw())])
                 return self._choice(site, lambda value, plain=False: resume([value], plain))
-            if sites_inside(eqn) and not plain:
+            if not plain and samples_inside(eqn):
                 return self._control(eqn, invals, resume)
             env.update(zip(eqn.outvars, bind_equation(eqn, invals)))
         return after([read(v) for v in jaxpr.outvars], plain)
@@ -154,27 +159,28 @@ class _Surrogate:
         return self._from(jaxpr, index + 1, rest, after, plain)
 
     def _control(self, eqn, invals, resume):
-        name = eqn.primitive.name
-        if name in JIT_PRIMITIVES:  # run the body, then continue after the call
-            return self._body(eqn.params["jaxpr"], invals, resume)
-        if name == "cond":
-            return self._switch(eqn.params["branches"], invals, resume)
-        if name == "scan":
-            return self._block(eqn, invals, resume)
-        return apply_block(eqn, invals, Block(self.strategies))  # raises the error naming the primitive
+        """An equation with choices inside (a jit, a cond, a scan), then ``resume``."""
+        rule = _CONTROL.get(eqn.primitive)
+        if rule is None:
+            raise unsupported_control_flow(eqn, samples_inside(eqn), "ADEV")
+        return rule(self, eqn, invals, resume)
 
     def _body(self, closed, invals, resume):
         env = dict(zip(closed.jaxpr.constvars, closed.consts))
         env.update(zip(closed.jaxpr.invars, invals))
         return self._from(closed.jaxpr, 0, env, resume, False)
 
-    def _switch(self, branches, invals, resume):
+    def _jit(self, eqn, invals, resume):
+        """Nested ``jit``: run the body, then continue after the call."""
+        return self._body(jit_body(eqn), invals, resume)
+
+    def _switch(self, eqn, invals, resume):
         """``cond``/``switch``: inside ``lax.switch``, each branch runs followed
         by the rest of the program, so the surrogate is exactly that of the
         branch taken; every strategy works there. The rest is traced once per
         branch."""
         run = lambda branch: lambda operands: self._body(branch, operands, resume)
-        return lax.switch(invals[0], [run(b) for b in branches], list(invals[1:]))
+        return unpack_cond(eqn, invals).switch(run)
 
     def _block(self, eqn, invals, resume):
         """``scan``: its choices run as one block (``adev_control``); REINFORCE'd
@@ -185,3 +191,6 @@ class _Surrogate:
         if block.needs_baseline:  # the rest after an independent run of the block
             baseline = sg(resume(apply_block(eqn, invals, Block(self.strategies, independent=True)), plain=True))
         return rest + block.correction(sg(rest), baseline)
+
+
+_CONTROL = {**{p: _Surrogate._jit for p in JIT_PRIMITIVES}, cond_p: _Surrogate._switch, scan_p: _Surrogate._block}

@@ -3,8 +3,8 @@
 The continuation of a choice inside a ``scan`` body is the rest of its step,
 the remaining steps and the rest of the program: not a suffix of one jaxpr,
 so continuation-passing stops at the scan. Instead the whole scan (with any
-``cond``, ``scan`` and ``jit`` nested in it) is run once by a plain eval loop
-(``run_block``): reparameterised choices are drawn with their gradient, and
+``cond``, ``scan`` and ``jit`` nested in it) is run once by the evaluator
+(``transforms/evaluate.py``) with the block's rules (``run_block``): reparameterised choices are drawn with their gradient, and
 REINFORCE'd choices are drawn without it while the block sums their log
 densities. Back in the continuation-passing interpreter (``adev.py``), with
 ``F`` the surrogate of everything after the scan, the block adds
@@ -23,13 +23,24 @@ Strategies that need the continuation itself (``Enumerate``,
 import jax.numpy as jnp
 from jax import lax
 
-from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
-from ppl.errors import ControlFlowError, format_address
-from ppl.primitives import sample_p
-from ppl.transforms.stage import sample_sites
-from ppl.transforms.strategies import Site, choose_strategy, fold_key
+from ppl._jax import cond_p, scan_p
+from ppl.errors import ControlFlowError
+from ppl.sample_primitive import Site, sample_p
+from ppl.transforms.evaluate import (
+    Rules,
+    apply_rule,
+    bind_unless,
+    checked_bind,
+    evaluate,
+    evaluate_closed,
+    inlining_jit,
+    samples_inside,
+    unpack_cond,
+    unpack_scan,
+)
+from ppl.transforms.strategies import choose_strategy, fold_key
 
-__all__ = ["Block", "run_block", "apply_block", "sites_inside", "site_of"]
+__all__ = ["Block", "run_block", "apply_block"]
 
 sg = lax.stop_gradient
 
@@ -76,22 +87,6 @@ class Block:
         return signal * delta[0] - baseline * delta[1] - delta[2]
 
 
-def site_of(eqn, invals):
-    """The ``Site`` of a ``sample_p`` equation, given its input values."""
-    return Site(invals[0], invals[1], list(invals[2:]), **eqn.params)
-
-
-def sites_inside(eqn):
-    """The ``sample_p`` equations nested in ``eqn``'s sub-jaxprs.
-
-    >>> step = ppl.gen(lambda carry, _: (ppl.sample("z", dist.Normal(carry, 1.0)), None))
-    >>> program = ppl.transforms.stage(step.scan(3), (0.0, None))
-    >>> [s.params["address"] for e in program.jaxpr.jaxpr.eqns for s in sites_inside(e)]
-    [('z',)]
-    """
-    return [s for j in sub_jaxprs(eqn.params) for s in sample_sites(getattr(j, "jaxpr", j))]
-
-
 def run_block(jaxpr, consts, args, block):
     """Evaluate ``jaxpr``, each random choice through ``block``.
 
@@ -103,56 +98,35 @@ def run_block(jaxpr, consts, args, block):
     >>> bool(jnp.allclose(block.scores[0], jnp.log(jnp.where(choices == 1, 0.25, 0.75))))
     True
     """
-    env = dict(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    read = lambda v: v.val if isinstance(v, Literal) else env[v]
-    for eqn in jaxpr.eqns:
-        outs = apply_block(eqn, [read(v) for v in eqn.invars], block)
-        env.update(zip(eqn.outvars, outs))
-    return [read(v) for v in jaxpr.outvars]
+    return evaluate(jaxpr, consts, args, BLOCK, block)
 
 
 def apply_block(eqn, invals, block):
     """One equation's outputs; its choices (nested ones too) go through ``block``."""
-    if eqn.primitive is sample_p:
-        return [block.choice(site_of(eqn, invals))]
-    sites = sites_inside(eqn)
-    if not sites:
-        return bind_equation(eqn, invals)
-    name = eqn.primitive.name
-    if name in JIT_PRIMITIVES:
-        inner = eqn.params["jaxpr"]
-        return run_block(inner.jaxpr, inner.consts, invals, block)
-    if name == "scan":
-        return _scan(eqn.params, invals, block)
-    if name == "cond":
-        return _cond(eqn.params["branches"], invals, block)
-    raise ControlFlowError(
-        f"ADEV: random choices {[format_address(s.params['address']) for s in sites]} sit inside `{name}`; the "
-        "expectation transform supports them inside jit, vmap, scan and cond (ppl's combinators)"
-    )
+    return apply_rule(eqn, invals, BLOCK, block)
 
 
-def _scan(params, invals, block):
+def _choice(eqn, invals, block):
+    return [block.choice(Site.from_equation(eqn, invals))]
+
+
+def _scan(eqn, invals, block):
     """Each step is a child block inside ``lax.scan``; their scores add up."""
-    body, num_consts, num_carry = params["jaxpr"], params["num_consts"], params["num_carry"]
-    consts, init, xs = invals[:num_consts], invals[num_consts : num_consts + num_carry], invals[num_consts + num_carry :]
+    scan = unpack_scan(eqn, invals)
     children = []
 
     def step(carry, x):
         child = block.child()
         children.append(child)  # traced once: its Python flags are read after the scan
-        outs = run_block(body.jaxpr, body.consts, [*consts, *carry, *x], child)
-        return outs[:num_carry], (outs[num_carry:], child.scores)
+        carry, ys = scan.run_body(BLOCK, child, carry, x)
+        return carry, (ys, child.scores)
 
-    carry, (ys, scores) = lax.scan(
-        step, list(init), list(xs), length=params["length"], reverse=params["reverse"], unroll=params["unroll"]
-    )
+    carry, (ys, scores) = scan.scan(step, scan.xs)
     block.absorb(jnp.sum(scores, axis=0), children)
     return [*carry, *ys]
 
 
-def _cond(branches, invals, block):
+def _cond(eqn, invals, block):
     """Each branch is a child block inside ``lax.switch``: the taken branch's scores count."""
     children = []
 
@@ -160,10 +134,23 @@ def _cond(branches, invals, block):
         def run(operands):
             child = block.child()
             children.append(child)
-            return run_block(branch.jaxpr, branch.consts, operands, child), child.scores
+            return evaluate_closed(branch, operands, BLOCK, child), child.scores
 
         return run
 
-    outs, scores = lax.switch(invals[0], [make(b) for b in branches], list(invals[1:]))
+    outs, scores = unpack_cond(eqn, invals).switch(make)
     block.absorb(scores, children)
     return outs
+
+
+def _with_samples(rule):
+    return bind_unless(samples_inside, rule)
+
+
+BLOCK = inlining_jit(
+    Rules(
+        {sample_p: _choice, scan_p: _with_samples(_scan), cond_p: _with_samples(_cond)},
+        default=checked_bind(samples_inside, "ADEV"),
+    ),
+    wrap=_with_samples,
+)

@@ -7,7 +7,8 @@ same for every particle and are computed and stored once.
 
 import jax
 
-from ppl._jax import JIT_PRIMITIVES, Literal
+from ppl._jax import cond_p, select_n_p
+from ppl.transforms.evaluate import Rules, evaluate, evaluate_closed, inlining_jit, unpack_cond
 
 __all__ = ["depends_on_first_input"]
 
@@ -22,49 +23,39 @@ def depends_on_first_input(fn, first, *rest):
     closed, shape = jax.make_jaxpr(fn, return_shape=True)(first, *rest)
     num_first = len(jax.tree.leaves(first))
     taints = [i < num_first for i in range(len(closed.jaxpr.invars))]
-    flags = _propagate(closed.jaxpr, taints)
+    flags = evaluate(closed.jaxpr, closed.consts, taints, TAINT)
     return jax.tree.unflatten(jax.tree.structure(shape), flags)
 
 
-def _propagate(jaxpr, input_taints):
-    """Output taints of ``jaxpr`` given which inputs are tainted."""
-    tainted = {v for v, t in zip(jaxpr.invars, input_taints) if t}
-    is_tainted = lambda v: not isinstance(v, Literal) and v in tainted
-    for eqn in jaxpr.eqns:
-        ins = [is_tainted(v) for v in eqn.invars]
-        if not any(ins):
-            continue
-        for var, flag in zip(eqn.outvars, _equation(eqn, ins)):
-            if flag:
-                tainted.add(var)
-    return [is_tainted(v) for v in jaxpr.outvars]
+# The values of this evaluation are taints: does the value depend on the first input?
 
 
-def _equation(eqn, ins):
-    name = eqn.primitive.name
-    if name in JIT_PRIMITIVES:
-        return _propagate(eqn.params["jaxpr"].jaxpr, ins)
-    if name == "cond":
-        return _cond(eqn, ins)
-    if name == "select_n" and not ins[0]:
+def _if_tainted(rule):
+    """An equation without tainted inputs has untainted outputs."""
+    return lambda eqn, ins, context: rule(eqn, ins, context) if any(ins) else [False] * len(eqn.outvars)
+
+
+def _any_input(eqn, ins, context):  # the default: no wrapper, one call per equation
+    return [any(ins)] * len(eqn.outvars)
+
+
+def _select_n(eqn, ins, context):
+    if not ins[0]:
         return [any(ins[1:])]
-    if name == "select_n":  # a tainted choice between identical cases is no choice
-        cases = eqn.invars[1:]
-        return [not all(c is cases[0] for c in cases) or ins[1]]
-    return [True] * len(eqn.outvars)
+    cases = eqn.invars[1:]  # a tainted choice between identical cases is no choice
+    return [not all(c is cases[0] for c in cases) or ins[1]]
 
 
-def _cond(eqn, ins):
+def _cond(eqn, ins, context):
     """Each output: tainted if some branch makes it from tainted operands, or if
     the index is tainted and the branches do not all pass the same operand."""
-    branches = [b.jaxpr for b in eqn.params["branches"]]
-    index_tainted, operand_taints = ins[0], ins[1:]
-    per_branch = [_propagate(b, operand_taints) for b in branches]
+    cond = unpack_cond(eqn, ins)
+    per_branch = [evaluate_closed(branch, cond.operands, TAINT) for branch in cond.branches]
     out = []
     for j in range(len(eqn.outvars)):
         tainted = any(taints[j] for taints in per_branch)
-        if index_tainted and not tainted:
-            sources = {_passed_operand(b, j) for b in branches}
+        if cond.index and not tainted:
+            sources = {_passed_operand(branch.jaxpr, j) for branch in cond.branches}
             tainted = len(sources) != 1 or None in sources
         out.append(tainted)
     return out
@@ -77,3 +68,9 @@ def _passed_operand(jaxpr, j):
         if var is invar:
             return i
     return None
+
+
+TAINT = inlining_jit(
+    Rules({cond_p: _if_tainted(_cond), select_n_p: _if_tainted(_select_n)}, _any_input, constant=False),
+    wrap=_if_tainted,
+)

@@ -1,35 +1,40 @@
 """Running a staged program back, with GFI semantics.
 
-``interpret`` is an eval loop over a jaxpr plus one rule per primitive that
-touches randomness: ``sample_p`` (take the constrained value, else draw;
-record the choice and its density), ``factor_p`` (add to the density), and
-the control flow a choice can sit inside: nested ``jit`` (inlined), ``scan``
-(interpreted step by step inside ``lax.scan``, choices stacked) and ``cond``
-(each branch interpreted inside ``lax.switch``, choices padded to the union of
-the branches' addresses). Any other primitive whose body makes a random
-choice is an error naming it.
+``interpret`` evaluates a jaxpr (``transforms/evaluate.py``) with one rule per
+primitive that touches randomness: ``sample_p`` (take the constrained value,
+else draw; record the choice and its density), ``factor_p`` (add to the
+density), and the control flow a choice can sit inside: nested ``jit``
+(inlined), ``scan`` (interpreted step by step inside ``lax.scan``, choices
+stacked) and ``cond`` (each branch interpreted inside ``lax.switch``, choices
+padded to the union of the branches' addresses). Any other primitive whose
+body makes a random choice is an error naming it. What the choices leave
+behind is a ``Recorder``'s business; subclass it to record more.
 """
 
+import copy
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from ppl._jax import JIT_PRIMITIVES, Literal, bind_equation, sub_jaxprs
+from ppl._jax import cond_p, scan_p
 from ppl.choicemap import from_paths
-from ppl.errors import ControlFlowError, format_address
-from ppl.primitives import (
-    active_function,
-    factor_p,
-    factor_function,
-    factor_total_function,
-    step_axis,
-    log_prob_function,
-    sample_function,
-    sample_p,
-)
+from ppl.combinator_context import step_axis
+from ppl.factor_primitive import FactorSite, factor_p
+from ppl.sample_primitive import Site, sample_p
 from ppl.trace import split_static
+from ppl.transforms.evaluate import (
+    Rules,
+    bind_unless,
+    checked_bind,
+    choice_avals,
+    choices_inside,
+    evaluate,
+    evaluate_closed,
+    inlining_jit,
+    unpack_cond,
+    unpack_scan,
+)
 from ppl.transforms.stage import choice_sites
 
 __all__ = ["interpret", "run_staged", "StagedRun", "Recorder"]
@@ -37,7 +42,36 @@ __all__ = ["interpret", "run_staged", "StagedRun", "Recorder"]
 
 class Recorder:
     """What one interpretation accumulates: choices by address (tuples), the
-    log density, and the log density of the constrained choices."""
+    log density, and the log density of the constrained choices (``kept``).
+
+    To record more, or to change a choice's value (a Jacobian, a value read
+    off an unconstrained position), subclass it and override
+    ``sample(site)``: it gets the choice's ``Site`` (address, spec, levels,
+    placement, key, active, leaves) and returns the choice's value;
+    ``super().sample(site)`` takes the constrained value or draws, and
+    records it. Add density terms to ``self.log_density`` (and ``self.kept``
+    for terms of constrained choices): with ``choices``, these are what flows
+    back out of ``scan`` and ``cond``.
+
+    Inside ``scan`` bodies and ``cond`` branches, ``interpret`` records into
+    ``child(constraints, scan_depth)``: by default a shallow copy of this
+    recorder with fresh choices and densities, so a subclass's configuration
+    (and any Python-side record, such as a dict) is shared with it. An array
+    a child keeps in its own attributes is traced inside that body or branch
+    and must not leave it: override ``child`` to mark such children.
+
+    >>> class Addresses(Recorder):
+    ...     def sample(self, site):
+    ...         self.seen.append(site.name)
+    ...         return super().sample(site)
+    >>> step = ppl.gen(lambda carry, _: (ppl.sample("z", dist.Normal(carry, 1.0)), None))
+    >>> program = ppl.transforms.stage(step.scan(3), (0.0, None))
+    >>> recorder = Addresses({})
+    >>> recorder.seen = []
+    >>> _ = interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [jax.random.key(0)], recorder)
+    >>> recorder.seen, recorder.choices[("z",)].shape
+    (['z'], (3,))
+    """
 
     def __init__(self, constraints, scan_depth=0):
         self.constraints = constraints
@@ -47,81 +81,52 @@ class Recorder:
         self.log_density = jnp.zeros(())
         self.kept = jnp.zeros(())
 
-    def _record(self, address, value, mask):
+    def child(self, constraints, scan_depth):
+        """The recorder of a scan body (``scan_depth`` one more) or of a cond
+        branch (the same), constrained by ``constraints``."""
+        child = copy.copy(self)
+        Recorder.__init__(child, constraints, scan_depth)
+        return child
+
+    def record(self, address, value, mask):
+        """Store ``value`` at ``address`` where ``mask`` holds (leading axes)."""
         mask = mask.reshape(mask.shape + (1,) * (jnp.ndim(value) - mask.ndim))
         previous = self.choices.get(address, jnp.zeros_like(value))
         self.choices[address] = jnp.where(mask, value, previous)
 
-    def sample(self, invals, address, spec, levels, placement):
-        key, active, *leaves = invals
-        constrained = self.constraints.get(address)
-        value = sample_function(spec, levels)(key, active, *leaves) if constrained is None else constrained
-        log_density = log_prob_function(spec, levels)(value, active, *leaves)
+    def sample(self, site):
+        """The value of the choice ``site``: constrained, else drawn."""
+        constrained = self.constraints.get(site.address)
+        value = site.draw() if constrained is None else constrained
+        log_density = site.log_prob(value)
         self.log_density = self.log_density + log_density
         if constrained is not None:
             self.kept = self.kept + log_density
-        self._record(address, value, active_function(levels)(value, active))
-        self.sites[address] = (len(levels), placement)
+        self.record(site.address, value, site.element_active(value))
+        self.sites[site.address] = (len(site.levels), site.placement)
         return value
 
-    def factor(self, invals, address, levels, placement):
-        active, log_weight = invals
-        total = factor_total_function(levels)(active, log_weight)
+    def factor(self, site):
+        """The value of the factor ``site`` (a ``FactorSite``), counted in both densities."""
+        total = site.total()
         self.log_density, self.kept = self.log_density + total, self.kept + total
-        log_weight = factor_function(levels)(active, log_weight)
-        self._record(address, log_weight, active_function(levels)(log_weight, active))
-        self.sites[address] = (len(levels), placement)
+        log_weight = site.value()
+        self.record(site.address, log_weight, site.element_active(log_weight))
+        self.sites[site.address] = (len(site.levels), site.placement)
         return log_weight
-
-
-def _has_sites(eqn):
-    return any(choice_sites(getattr(j, "jaxpr", j)) for j in _subs(eqn))
-
-
-def _subs(eqn):
-    return sub_jaxprs(eqn.params)
 
 
 def interpret(jaxpr, consts, args, recorder):
     """Evaluate ``jaxpr`` on ``args``, sending random choices to ``recorder``."""
-    env = {}
-    read = lambda v: v.val if isinstance(v, Literal) else env[v]
-    for var, value in zip(jaxpr.constvars, consts):
-        env[var] = value
-    for var, value in zip(jaxpr.invars, args):
-        env[var] = value
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        outs = _apply(eqn, invals, recorder)
-        for var, value in zip(eqn.outvars, outs):
-            env[var] = value
-    return [read(v) for v in jaxpr.outvars]
+    return evaluate(jaxpr, consts, args, INTERPRET, recorder)
 
 
-def _apply(eqn, invals, recorder):
-    name = eqn.primitive.name
-    if eqn.primitive is sample_p:
-        return [recorder.sample(invals, **eqn.params)]
-    if eqn.primitive is factor_p:
-        return [recorder.factor(invals, **eqn.params)]
-    if not _has_sites(eqn):
-        return bind_equation(eqn, invals)
-    if name in JIT_PRIMITIVES:
-        inner = eqn.params["jaxpr"]
-        return interpret(inner.jaxpr, inner.consts, invals, recorder)
-    if name == "scan":
-        return _scan(eqn, invals, recorder)
-    if name == "cond":
-        return _cond(eqn, invals, recorder)
-    sites = [format_address(s.params["address"]) for j in _subs(eqn) for s in choice_sites(getattr(j, "jaxpr", j))]
-    raise ControlFlowError(
-        f"random choices {sites} sit inside the primitive `{name}`, which ppl cannot interpret: "
-        "use ppl's combinators (gf.scan, gf.vmap, ppl.cond/ppl.switch) for control flow around random choices"
-    )
+def _sample(eqn, invals, recorder):
+    return [recorder.sample(Site.from_equation(eqn, invals))]
 
 
-def _addresses(closed):
-    return {s.params["address"]: s.outvars[0].aval for s in choice_sites(closed.jaxpr)}
+def _factor(eqn, invals, recorder):
+    return [recorder.factor(FactorSite.from_equation(eqn, invals))]
 
 
 def _sub_constraints(recorder, addresses):
@@ -129,43 +134,33 @@ def _sub_constraints(recorder, addresses):
 
 
 def _scan(eqn, invals, recorder):
-    params = eqn.params
-    body, num_consts, num_carry = params["jaxpr"], params["num_consts"], params["num_carry"]
-    consts, init, xs = invals[:num_consts], invals[num_consts : num_consts + num_carry], invals[num_consts + num_carry :]
-    constraints = _sub_constraints(recorder, _addresses(body))
-
-    sites = {}
+    scan = unpack_scan(eqn, invals)
+    sites = _site_levels(scan.body, {})
+    depth = recorder.scan_depth
+    constraints = {a: _to_front(v, sites[a], depth) for a, v in _sub_constraints(recorder, sites).items()}
 
     def step(carry, inputs):
         x, sub_constraints = inputs
-        sub = Recorder(sub_constraints, recorder.scan_depth + 1)
-        outs = interpret(body.jaxpr, body.consts, [*consts, *carry, *x], sub)
-        return outs[:num_carry], (outs[num_carry:], sub.choices, sub.log_density, sub.kept)
+        sub = recorder.child(sub_constraints, depth + 1)
+        carry, ys = scan.run_body(INTERPRET, sub, carry, x)
+        return carry, (ys, sub.choices, sub.log_density, sub.kept)
 
-    _find_sites(body, sites)
-    constraints = {a: _to_front(v, sites[a], recorder.scan_depth) for a, v in constraints.items()}
-    carry, (ys, choices, log_density, kept) = lax.scan(
-        step, list(init), (list(xs), constraints), length=params["length"], reverse=params["reverse"]
-    )
+    carry, (ys, choices, log_density, kept) = scan.scan(step, (scan.xs, constraints))
     for address, value in choices.items():
         num_levels, placement = sites[address]
-        recorder.choices[address] = jnp.moveaxis(value, 0, step_axis(placement, num_levels, recorder.scan_depth))
+        recorder.choices[address] = jnp.moveaxis(value, 0, step_axis(placement, num_levels, depth))
     recorder.sites.update(sites)
     recorder.log_density = recorder.log_density + jnp.sum(log_density)
     recorder.kept = recorder.kept + jnp.sum(kept)
     return [*carry, *ys]
 
 
-def _find_sites(closed, sites):
+def _site_levels(closed, sites):
     """Levels and placement of each site, read off the equations: a site's
     levels are fixed by the vmaps around it, so the body's equation shows them."""
     for site in choice_sites(closed.jaxpr):
         sites.setdefault(site.params["address"], (len(site.params["levels"]), site.params["placement"]))
-
-
-def _find_sites_all(closed_jaxprs, sites):
-    for closed in closed_jaxprs:
-        _find_sites(closed, sites)
+    return sites
 
 
 def _to_front(value, site, scan_depth):
@@ -175,29 +170,39 @@ def _to_front(value, site, scan_depth):
 
 
 def _cond(eqn, invals, recorder):
-    branches = eqn.params["branches"]
-    index, operands = invals[0], invals[1:]
-    union = {}
-    for branch in branches:
-        union.update(_addresses(branch))
-    union = dict(sorted(union.items()))
+    cond = unpack_cond(eqn, invals)
+    union = cond.choice_avals()
 
     def make(branch):
-        def run(ops):
-            sub = Recorder(_sub_constraints(recorder, _addresses(branch)), recorder.scan_depth)
-            outs = interpret(branch.jaxpr, branch.consts, ops, sub)
+        def run(operands):
+            sub = recorder.child(_sub_constraints(recorder, choice_avals(branch)), recorder.scan_depth)
+            outs = evaluate_closed(branch, operands, INTERPRET, sub)
             choices = {a: sub.choices.get(a, jnp.zeros(aval.shape, aval.dtype)) for a, aval in union.items()}
             return outs, choices, sub.log_density, sub.kept
 
         return run
 
-    outs, choices, log_density, kept = lax.switch(index, [make(b) for b in branches], list(operands))
-    _find_sites_all(branches, recorder.sites)
+    outs, choices, log_density, kept = cond.switch(make)
+    for branch in cond.branches:
+        _site_levels(branch, recorder.sites)
     for address, value in choices.items():
-        recorder._record(address, value, jnp.ones((), bool))
+        recorder.record(address, value, jnp.ones((), bool))
     recorder.log_density = recorder.log_density + log_density
     recorder.kept = recorder.kept + kept
     return outs
+
+
+def _with_choices(rule):
+    return bind_unless(choices_inside, rule)
+
+
+INTERPRET = inlining_jit(
+    Rules(
+        {sample_p: _sample, factor_p: _factor, scan_p: _with_choices(_scan), cond_p: _with_choices(_cond)},
+        default=checked_bind(choices_inside),
+    ),
+    wrap=_with_choices,
+)
 
 
 class StagedRun(NamedTuple):

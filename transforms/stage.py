@@ -12,8 +12,9 @@ from typing import Any, NamedTuple
 
 import jax
 
-from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, dce_jaxpr, sub_jaxprs
-from ppl.primitives import factor_p, sample_p
+from ppl._jax import JIT_PRIMITIVES, ClosedJaxpr, dce_jaxpr, jit_body, sub_jaxprs
+from ppl.factor_primitive import factor_p
+from ppl.sample_primitive import sample_p
 from ppl.trace import join_static, split_static
 
 __all__ = ["StagedProgram", "stage", "sample_sites", "choice_sites"]
@@ -62,10 +63,10 @@ def stage(gf, args) -> StagedProgram:
 
 def _inline_jit(jaxpr):
     """The top-level jit of ``simulate`` is bookkeeping: show its body directly."""
-    if len(jaxpr.eqns) != 1 or jaxpr.eqns[0].primitive.name not in JIT_PRIMITIVES:
+    if len(jaxpr.eqns) != 1 or jaxpr.eqns[0].primitive not in JIT_PRIMITIVES:
         return jaxpr
     eqn = jaxpr.eqns[0]
-    inner = eqn.params["jaxpr"]
+    inner = jit_body(eqn)
     position = {id(v): i for i, v in enumerate(eqn.outvars)}
     if inner.consts or list(eqn.invars) != list(jaxpr.invars) or any(id(v) not in position for v in jaxpr.outvars):
         return jaxpr

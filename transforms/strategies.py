@@ -6,9 +6,8 @@ unbiased estimate of the expectation, its gradient an unbiased estimate of
 the expectation's gradient with respect to the distribution's parameters.
 Strategies that need no continuation (``Reparam``, ``Reinforce``) also have
 ``in_block``: the rule used inside ``scan`` bodies (``transforms/adev_control.py``).
+A choice comes to a strategy as a ``Site`` (``ppl/sample_primitive.py``).
 """
-
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,46 +24,10 @@ from numpyro.distributions import (
 )
 
 from ppl.errors import ControlFlowError, format_address
-from ppl.primitives import log_density_of, log_prob_function, sample_function
 
-__all__ = ["Site", "Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy", "fold_key"]
+__all__ = ["Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy", "fold_key"]
 
 sg = lax.stop_gradient
-
-
-class Site(NamedTuple):
-    key: Any
-    active: Any
-    leaves: list
-    address: tuple
-    spec: Any
-    levels: tuple
-    placement: Any
-
-    def draw(self, key=None):
-        return sample_function(self.spec, self.levels)(self.key if key is None else key, self.active, *self.leaves)
-
-    def log_prob(self, value):
-        return log_prob_function(self.spec, self.levels)(value, self.active, *self.leaves)
-
-    def element_log_probs(self, value):
-        """Log density of each independent element of ``value`` (scalar events only)."""
-        one = lambda v, active, *leaves: jnp.where(active, log_density_of(self.spec.rebuild(leaves), v), 0.0)
-        for level in self.levels:
-            one = jax.vmap(one, in_axes=(0, *level.leaf_axes), axis_size=level.axis_size)
-        return one(value, self.active, *self.leaves)
-
-    def per_element(self, fn):
-        """``fn(distribution, active)`` for each element of the vmap levels,
-        stacked with the levels' axes leading, as the value's are."""
-        one = lambda active, *leaves: fn(self.spec.rebuild(leaves), active)
-        for level in self.levels:
-            one = jax.vmap(one, in_axes=level.leaf_axes, axis_size=level.axis_size)
-        return one(self.active, *self.leaves)
-
-    @property
-    def name(self):
-        return format_address(self.address)
 
 
 def fold_key(key, data):

@@ -51,21 +51,29 @@ class Latent(NamedTuple):
 
 class _SiteRecorder(Recorder):
     """Records each latent choice's distribution (structure, vmap levels,
-    parameter values) and shape while the model runs."""
+    parameter values) while the model runs. Choices inside ``scan`` bodies
+    and ``cond`` branches are found by the children (sharing ``found``), but
+    their parameter values are traced there and stay there: None."""
 
     def __init__(self, observed):
         super().__init__({})
-        self.observed, self.found = observed, {}
+        self.observed, self.found, self.nested = observed, {}, False
 
-    def sample(self, invals, address, spec, levels, placement):
-        value = super().sample(invals, address, spec, levels, placement)
-        if not self.observed.contains(address):
-            self.found[address] = (spec, levels, list(invals[2:]), jnp.shape(value))
+    def child(self, constraints, scan_depth):
+        child = super().child(constraints, scan_depth)
+        child.nested = True
+        return child
+
+    def sample(self, site):
+        value = super().sample(site)
+        if not self.observed.contains(site.address):
+            self.found[site.address] = (site.spec, site.levels, None if self.nested else site.leaves)
         return value
 
 
 def _support(spec, levels, leaves, address):
-    """The support of one element; ``leaves`` hold two runs (leading axis 2)."""
+    """The support of one element; ``leaves`` hold two runs (leading axis 2),
+    or are None for a choice inside ``scan`` or ``cond``."""
     name = ppl.errors.format_address(address)
     template = lambda fill: spec.rebuild([jnp.full(s.shape, fill, s.dtype) for s in spec.example_leaves])
     zeros, ones = template(0), template(1)
@@ -81,6 +89,11 @@ def _support(spec, levels, leaves, address):
         raise TypeError(
             f"address {name!r}: its support ({zeros.support}) depends on parameters that vary across a vmap; "
             "pass supports={address: constraint}"
+        )
+    if leaves is None:
+        raise TypeError(
+            f"address {name!r}: its support ({zeros.support}) depends on its parameters, inside gf.scan or "
+            "ppl.cond; pass supports={address: constraint}"
         )
     first, second = (spec.rebuild([leaf[run] for leaf in leaves]).support for run in (0, 1))
     if not _same_constraint(first, second):
@@ -126,13 +139,14 @@ def latent_sites(model, args, observations, supports=None):
         recorder = _SiteRecorder(observed)
         with ppl.validation.no_support_checks():
             interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [key, *dynamic], recorder)
-        found.update(recorder.found)
-        return {address: leaves for address, (_, _, leaves, _) in recorder.found.items()}
+        for address, (spec, levels, _) in recorder.found.items():  # the shape as recorded (steps stacked)
+            found[address] = (spec, levels, jnp.shape(recorder.choices[address]))
+        return {address: leaves for address, (_, _, leaves) in recorder.found.items() if leaves is not None}
 
     leaves = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), 2))
     latents = []
-    for address, (spec, levels, _, shape) in found.items():
-        support = given[address] if address in given else _support(spec, levels, leaves[address], address)
+    for address, (spec, levels, shape) in found.items():
+        support = given[address] if address in given else _support(spec, levels, leaves.get(address), address)
         latents.append(Latent(address, tuple(shape), support))
     return latents
 
