@@ -47,6 +47,10 @@ class Recorder:
         self.log_density = jnp.zeros(())
         self.kept = jnp.zeros(())
 
+    def child(self, constraints, scan_depth):
+        """The recorder of a scan body or a cond branch (subclasses return their own kind)."""
+        return Recorder(constraints, scan_depth)
+
     def _record(self, address, value, mask):
         mask = mask.reshape(mask.shape + (1,) * (jnp.ndim(value) - mask.ndim))
         previous = self.choices.get(address, jnp.zeros_like(value))
@@ -138,7 +142,7 @@ def _scan(eqn, invals, recorder):
 
     def step(carry, inputs):
         x, sub_constraints = inputs
-        sub = Recorder(sub_constraints, recorder.scan_depth + 1)
+        sub = recorder.child(sub_constraints, recorder.scan_depth + 1)
         outs = interpret(body.jaxpr, body.consts, [*consts, *carry, *x], sub)
         return outs[:num_carry], (outs[num_carry:], sub.choices, sub.log_density, sub.kept)
 
@@ -184,7 +188,7 @@ def _cond(eqn, invals, recorder):
 
     def make(branch):
         def run(ops):
-            sub = Recorder(_sub_constraints(recorder, _addresses(branch)), recorder.scan_depth)
+            sub = recorder.child(_sub_constraints(recorder, _addresses(branch)), recorder.scan_depth)
             outs = interpret(branch.jaxpr, branch.consts, ops, sub)
             choices = {a: sub.choices.get(a, jnp.zeros(aval.shape, aval.dtype)) for a, aval in union.items()}
             return outs, choices, sub.log_density, sub.kept
