@@ -6,7 +6,7 @@ from numpyro.distributions import Distribution, ImproperUniform
 
 from ppl.core import Edit, GenerativeFunction
 from ppl.errors import AddressError, check_constraint_value, check_support, format_address
-from ppl.primitives import bind_sample, log_density_of
+from ppl.primitives import bind_sample, improper_priors_staged, log_density_of
 from ppl.validation import is_static_support, register_support_check
 
 __all__ = ["DistributionGF", "as_gen"]
@@ -49,7 +49,7 @@ def draw(key, distribution, path):
     address = format_address(path)
     if key is None:
         raise AddressError(f"no value for address {address!r}: assess needs a value for every choice")
-    if isinstance(distribution, ImproperUniform):
+    if isinstance(distribution, ImproperUniform) and not improper_priors_staged():
         raise ValueError(
             f"address {address!r} has an improper prior ({type(distribution).__name__}): it cannot be "
             "simulated; constrain it (generate/assess) or let inference move it (MCMC, VI)"

@@ -37,6 +37,8 @@ __all__ = [
     "log_density_of",
     "active_mask",
     "in_default_context",
+    "staging_improper_priors",
+    "improper_priors_staged",
     "vmap_level",
     "scan_level",
     "step_axis",
@@ -236,6 +238,7 @@ sample_p = Primitive("ppl_sample")
 _active = contextvars.ContextVar("ppl_active", default=True)
 _vmap_depth = contextvars.ContextVar("ppl_vmap_depth", default=0)
 _scan_entries = contextvars.ContextVar("ppl_scan_entries", default=())
+_improper_staged = contextvars.ContextVar("ppl_improper_staged", default=False)
 
 
 class Placement(NamedTuple):
@@ -256,7 +259,25 @@ def in_default_context():
     """True outside every ppl Vmap/Scan/switch branch. Inside one, sample_p
     reads context (the shared active flag, the vmap depth) that a cached jit
     trace would not see, so GFI entry points must not jit there."""
-    return _vmap_depth.get() == 0 and _scan_entries.get() == () and _active.get() is True
+    default = _vmap_depth.get() == 0 and _scan_entries.get() == () and _active.get() is True
+    return default and not _improper_staged.get()
+
+
+@contextlib.contextmanager
+def staging_improper_priors():
+    """Inside, an improper prior (no sampler) is bound as ``sample_p`` instead
+    of raising, for staging a program whose interpreter gives every such choice
+    its value (the unconstraining transform). GFI entry points do not jit
+    inside, so no compiled trace outlives it."""
+    token = _improper_staged.set(True)
+    try:
+        yield
+    finally:
+        _improper_staged.reset(token)
+
+
+def improper_priors_staged():
+    return _improper_staged.get()
 
 
 @contextlib.contextmanager
@@ -298,12 +319,17 @@ def _impl(key, active, *leaves, address, spec, levels, placement):
 
 
 def _abstract_eval(key, active, *leaves, address, spec, levels, placement):
-    out = jax.eval_shape(
-        sample_function(spec, levels),
-        jax.ShapeDtypeStruct(key.shape, key.dtype),
-        jax.ShapeDtypeStruct(active.shape, active.dtype),
-        *[jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves],
-    )
+    try:
+        out = jax.eval_shape(
+            sample_function(spec, levels),
+            jax.ShapeDtypeStruct(key.shape, key.dtype),
+            jax.ShapeDtypeStruct(active.shape, active.dtype),
+            *[jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves],
+        )
+    except NotImplementedError:  # no sampler (an improper prior, staged): the shape of its values
+        element = _static_result(lambda *ls: tuple(spec.rebuild(ls).shape()), spec.example_leaves)
+        shape = tuple(level.axis_size for level in reversed(levels)) + element
+        out = jax.ShapeDtypeStruct(shape, jnp.result_type(float))
     return jax.core.ShapedArray(out.shape, out.dtype)
 
 
