@@ -3,7 +3,9 @@
 ``stage`` turns a generative function into a jaxpr whose random choices are
 ``sample_p`` equations; ``interpret`` / ``run_staged`` run such a program back
 with GFI semantics; ``expectation`` (ADEV) turns a program that returns a
-real number into unbiased estimators of its expected value and gradient.
+real number into unbiased estimators of its expected value and gradient;
+``unconstrain`` turns a model and its observations into a log density on R^n
+(with Jacobians), for HMC, NUTS and VI.
 """
 
 from ppl.transforms.interpret import Recorder, StagedRun, interpret, run_staged
@@ -11,6 +13,7 @@ from ppl.transforms.adev import Expectation, expectation
 from ppl.transforms.dependence import depends_on_first_input
 from ppl.transforms.strategies import Enumerate, MeasureValued, Reinforce, Reparam
 from ppl.transforms.stage import StagedProgram, choice_sites, sample_sites, stage
+from ppl.transforms.unconstrain import Latent, Unconstrained, unconstrain
 
 __all__ = [
     "stage",
@@ -28,4 +31,7 @@ __all__ = [
     "Reinforce",
     "Enumerate",
     "MeasureValued",
+    "unconstrain",
+    "Unconstrained",
+    "Latent",
 ]
