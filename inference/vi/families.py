@@ -101,7 +101,7 @@ class NormalFamily(ppl.GenerativeFunction):
         if self.kind == "amortized":
             raise TypeError("an amortized family's parameters are its network's: put the network in params[name]")
         loc = jnp.zeros(self.dimension) if key is None else jax.random.uniform(key, (self.dimension,), minval=-2, maxval=2)
-        raw = jnp.full(self.dimension, _inverse_softplus(init_scale), jnp.float32)
+        raw = jnp.full(self.dimension, _inverse_softplus(init_scale), jnp.result_type(float))
         if self.kind == "mean_field":
             return {self.name: {"loc": loc, "raw_scale": raw}}
         return {self.name: {"loc": loc, "raw_diag": raw, "off_diag": jnp.zeros((self.dimension, self.dimension))}}
