@@ -436,6 +436,33 @@ def test_an_inactive_branch_contributes_nothing():
         assert np.all(gradient[:, index] == 0.0) and np.all(gradient[:, 1 - index] != 0.0)
 
 
+@ppl.gen
+def weights():
+    return ppl.sample("w", dist.Dirichlet(jnp.ones(3)))
+
+
+@ppl.gen
+def no_weights():
+    return jnp.full(3, 1.0 / 3.0)
+
+
+@ppl.gen
+def maybe_weighted(flag):
+    w = ppl.sample("branch", ppl.cond(flag, weights, no_weights))
+    ppl.sample("y", dist.Normal(w @ jnp.arange(3.0), 0.2))
+
+
+def test_a_simplex_in_one_branch_only_inverts():
+    """The untaken branch pads the choice (a 3-vector) while the taken one has
+    2 unconstrained coordinates: the inverse must still line up."""
+    for flag in (True, False):
+        target = unconstrain(maybe_weighted, (flag,), {"y": 1.2})
+        position = positions_of(target)[0]
+        choices, _ = target.constrain(position)
+        expected = position if flag else jnp.zeros(2)  # an untaken branch's choice holds zeros, and maps to 0
+        np.testing.assert_allclose(target.unconstrain(choices), expected, atol=1e-5)
+
+
 def test_cond_inside_a_vmap_masks_each_element():
     xs, flags, ys = jnp.array([0.0, 1.0, 2.0]), jnp.array([1, 0, 1]), jnp.array([0.4, 1.3, 3.5])
     target = unconstrain(branching.vmap(), (xs,), {"flag": flags, "v": {"y": ys}})

@@ -63,6 +63,7 @@ class _Static(NamedTuple):
     observed: tuple
     latents: tuple
     specs: tuple  # (spec, levels) per latent
+    batch_ndims: tuple  # per latent: how many vmap and scan axes lead its shape
     supports: tuple  # per latent: its support where the program alone fixes it, else None
 
     __hash__ = object.__hash__
@@ -100,7 +101,10 @@ def _constrain(static, position, args, observations):
 @functools.partial(jax.jit, static_argnums=0)
 def _unconstrain(static, values, args, observations):
     recorder, _ = _run(static, "choices", values, args, observations)
-    parts = [jnp.reshape(recorder.choices[l.address], -1) for l in static.latents]
+    parts = []
+    for latent, batch_ndim in zip(static.latents, static.batch_ndims):  # the first entries of each element
+        element = recorder.choices[latent.address].reshape(latent.shape[:batch_ndim] + (-1,))
+        parts.append(element[..., : int(np.prod(latent.unconstrained_shape[batch_ndim:], dtype=int))].reshape(-1))
     return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.result_type(float))
 
 
@@ -266,7 +270,7 @@ def _discover(model, args, observed):
     with staging_improper_priors():  # flat priors are staged; positions give them values
         program = stage(model, args)
     dynamic, description = split_static(tuple(args))
-    static = _Static(model, program, description, tuple(observed), (), (), ())
+    static = _Static(model, program, description, tuple(observed), (), (), (), ())
     found = {}
 
     def latent_values(dynamic, observations):
@@ -278,20 +282,21 @@ def _discover(model, args, observed):
     values = jax.eval_shape(latent_values, dynamic, observations)
     shared = found["shared"]
     _check_addresses(set(observed), shared)
-    sites = shared.latents.items()
+    sites = [(a, tuple(values[a].shape), spec, levels, e) for a, (spec, levels, e) in shared.latents.items()]
+    batch_ndims = tuple(len(shape) - len(element.shape) for _, shape, _, _, element in sites)  # vmap, scan axes
     return static._replace(
-        latents=_layout((address, values[address].shape, element) for address, (_, _, element) in sites),
-        specs=tuple((spec, levels) for _, (spec, levels, _) in sites),
-        supports=tuple(_program_support(spec, levels, shared.leaves[a][0]) for a, (spec, levels, _) in sites),
+        latents=_layout(sites, batch_ndims),
+        specs=tuple((spec, levels) for _, _, spec, levels, _ in sites),
+        batch_ndims=batch_ndims,
+        supports=tuple(_program_support(spec, levels, shared.leaves[a][0]) for a, _, spec, levels, _ in sites),
     )
 
 
-def _layout(sites):
-    """``Latent``s, one after the other, from ``(address, shape, element facts)``."""
+def _layout(sites, batch_ndims):
+    """``Latent``s, one after the other: vmap and scan axes, then one element's unconstrained shape."""
     latents, offset = [], 0
-    for address, shape, element in sites:
-        batch = tuple(shape)[: len(shape) - len(element.shape)]  # the vmap and scan axes
-        latents.append(Latent(address, tuple(shape), batch + element.unconstrained_shape, offset))
+    for (address, shape, _, _, element), batch_ndim in zip(sites, batch_ndims):
+        latents.append(Latent(address, shape, shape[:batch_ndim] + element.unconstrained_shape, offset))
         offset += latents[-1].size
     return tuple(latents)
 

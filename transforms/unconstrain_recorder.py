@@ -74,11 +74,15 @@ def _to_support(spec, levels):
 
 
 def _from_support(spec, levels):
-    """``(value, active, *leaves) -> u``, zero where the choice is inactive."""
+    """``(value, active, *leaves) -> u``, raveled into the first entries of an
+    array shaped like ``value`` (an unconstrained element is never larger),
+    zeros after them and where the choice is inactive: the cond rule pads it
+    like a value."""
 
     def one(value, active, *leaves):
-        u = biject_to(spec.rebuild(leaves).support).inv(value)
-        return jnp.where(active, u, jnp.zeros_like(u))
+        u = jnp.ravel(biject_to(spec.rebuild(leaves).support).inv(value))
+        padded = jnp.zeros(jnp.size(value), u.dtype).at[: u.size].set(u)
+        return jnp.where(active, padded, jnp.zeros_like(padded)).reshape(jnp.shape(value))
 
     return _per_element(one, levels)
 
