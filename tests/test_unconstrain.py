@@ -193,6 +193,20 @@ def test_a_dependent_support_is_rebuilt_at_every_position():
     assert [str(s) for s in target.fixed_supports()] == [str(constraints.interval(0.0, 1.0)), "None"]
 
 
+@ppl.gen
+def mixed_supports(upper):
+    u = ppl.sample("u", dist.Uniform(0.0, upper))  # from an argument: the same at every position
+    v = ppl.sample("v", dist.Uniform(0.0, u))  # from another choice
+    ppl.sample("s", dist.HalfNormal(1.0).expand([2]))  # whatever the parameters
+    ppl.sample("y", dist.Normal(v, 1.0))
+
+
+def test_fixed_supports():
+    target = unconstrain(mixed_supports, (jnp.array(3.0),), {"y": 0.5})
+    u, v, s = target.fixed_supports()
+    assert str(u) == str(constraints.interval(0.0, 3.0)) and v is None and s is constraints.positive
+
+
 # ----- submodels, vmap and repeat --------------------------------------------------
 
 
@@ -542,6 +556,8 @@ def test_log_density_compiles_once():
     np.testing.assert_allclose(new_data.log_density(jnp.array([0.7])), expected, rtol=1e-6)
     jitted = jax.jit(lambda target, position: target.log_density(position))  # a pytree: passes through jit
     np.testing.assert_allclose(jitted(new_data, jnp.array([0.7])), expected, rtol=1e-6)
+    built_inside = jax.jit(lambda data: unconstrain(counted, (data + 1.0,), {"ys": data}).log_density(jnp.array([0.7])))
+    np.testing.assert_allclose(built_inside(DATA - 1.0), expected, rtol=1e-6)
 
 
 def test_initial_position_is_uniform_on_the_box():
