@@ -22,11 +22,14 @@ __all__ = [
     "scan_level",
     "step_axis",
     "in_default_context",
+    "staging_improper_priors",
+    "improper_priors_staged",
 ]
 
 _active = contextvars.ContextVar("ppl_active", default=True)
 _vmap_depth = contextvars.ContextVar("ppl_vmap_depth", default=0)
 _scan_entries = contextvars.ContextVar("ppl_scan_entries", default=())
+_improper_staged = contextvars.ContextVar("ppl_improper_staged", default=False)
 
 
 class Placement(NamedTuple):
@@ -68,7 +71,26 @@ def in_default_context():
     ...     in_default_context()
     False
     """
-    return _vmap_depth.get() == 0 and _scan_entries.get() == () and _active.get() is True
+    default = _vmap_depth.get() == 0 and _scan_entries.get() == () and _active.get() is True
+    return default and not _improper_staged.get()
+
+
+@contextlib.contextmanager
+def staging_improper_priors():
+    """Inside, an improper prior (no sampler) is bound as ``sample_p`` instead
+    of raising, for staging a program whose interpreter gives every such choice
+    its value (the unconstraining transform). GFI entry points do not jit
+    inside, so no compiled trace outlives it."""
+    token = _improper_staged.set(True)
+    try:
+        yield
+    finally:
+        _improper_staged.reset(token)
+
+
+def improper_priors_staged():
+    """True inside ``staging_improper_priors``."""
+    return _improper_staged.get()
 
 
 @contextlib.contextmanager

@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 from numpyro.distributions import Distribution, ImproperUniform
 
-from ppl.checked import check
+from ppl.checked import check, checking
 from ppl.core import Edit, GenerativeFunction
 from ppl.distribution_spec import log_density_of
 from ppl.errors import AddressError, check_constraint_value, check_support, format_address
+from ppl.combinator_context import improper_priors_staged
 from ppl.sample_primitive import bind_sample
 from ppl.validation import is_static_support, register_support_check
 
@@ -51,7 +52,7 @@ def draw(key, distribution, path):
     address = format_address(path)
     if key is None:
         raise AddressError(f"no value for address {address!r}: assess needs a value for every choice")
-    if isinstance(distribution, ImproperUniform):
+    if isinstance(distribution, ImproperUniform) and not improper_priors_staged():
         raise ValueError(
             f"address {address!r} has an improper prior ({type(distribution).__name__}): it cannot be "
             "simulated; constrain it (generate/assess) or let inference move it (MCMC, VI)"
@@ -72,8 +73,9 @@ def _mask_support(value, distribution, log_density, path):
         return log_density
     if is_static_support(support):
         register_support_check(path, support)
-    check(support.check(value), f"address {format_address(path)!r}: observed value outside the support of "
-          f"{type(distribution).__name__} ({support}): {{value}}", value=value)
+    if checking():  # under ppl.checked: raise after the call instead of the -inf below
+        message = f"address {format_address(path)!r}: observed value outside the support of {type(distribution).__name__}"
+        check(support.check(value), message + f" ({support}): {{value}}", value=value)
     if distribution._validate_args:
         return log_density
     return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)

@@ -107,9 +107,11 @@ def check_finite_arguments(args, name="args"):
     """Raise if a concrete floating argument holds NaN or infinity."""
     for key_path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
         if isinstance(leaf, jax.core.Tracer) and jnp.issubdtype(leaf.dtype, jnp.inexact):
-            from ppl.checked import check  # staged only under ppl.checked
+            from ppl.checked import check, checking  # staged only under ppl.checked
 
-            check(jnp.isfinite(leaf), f"{name}{jax.tree_util.keystr(key_path)} contains NaN or infinite values: {{value}}", value=leaf)
+            if checking():
+                where = f"{name}{jax.tree_util.keystr(key_path)}"
+                check(jnp.isfinite(leaf), f"{where} contains NaN or infinite values: {{value}}", value=leaf)
         if isinstance(leaf, jax.core.Tracer) or not hasattr(leaf, "dtype"):
             if isinstance(leaf, float) and not np.isfinite(leaf):
                 raise ValueError(f"{name}{jax.tree_util.keystr(key_path)} is {leaf}: arguments must be finite")

@@ -87,13 +87,13 @@ def _rebuilds_exactly(spec):
                 params = {n: getattr(original, n) for n in names}
                 copy = type(original)(**params, validate_args=original._validate_args)
                 return bool(names) and jax.tree.structure(copy) == jax.tree.structure(original)
-            spec.exact = _static_result(check, spec.example_leaves)
+            spec.exact = static_result(check, spec.example_leaves)
         except Exception:  # a constructor that cannot take its own attributes
             spec.exact = False
     return spec.exact
 
 
-def _static_result(fn, shapes):
+def static_result(fn, shapes):
     out = {}
     jax.eval_shape(lambda *ls: out.setdefault("value", fn(*ls)) and None, *shapes)
     return out["value"]

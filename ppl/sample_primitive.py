@@ -23,6 +23,7 @@ from ppl._jax import Primitive, ad, batching, mlir
 from ppl.combinator_context import active_flag, placement
 from ppl.distribution_spec import flatten_distribution, log_density_of
 from ppl.errors import format_address
+from ppl.joint_sampler import static_result
 from ppl.levels import Level, active_function, log_prob_function, sample_function
 
 __all__ = ["sample_p", "bind_sample", "Site"]
@@ -36,7 +37,12 @@ def _impl(key, active, *leaves, spec, levels, **params):
 
 def _abstract_eval(key, active, *leaves, spec, levels, **params):
     shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (key, active, *leaves)]
-    out = jax.eval_shape(sample_function(spec, levels), *shapes)
+    try:
+        out = jax.eval_shape(sample_function(spec, levels), *shapes)
+    except NotImplementedError:  # no sampler (an improper prior, staged): the shape of its values
+        element = static_result(lambda *ls: tuple(spec.rebuild(ls).shape()), spec.example_leaves)
+        shape = tuple(level.axis_size for level in reversed(levels)) + element
+        out = jax.ShapeDtypeStruct(shape, jnp.result_type(float))
     return jax.core.ShapedArray(out.shape, out.dtype)
 
 

@@ -261,7 +261,7 @@ def bounded_walk(params):
 
 
 def test_a_support_depending_on_parameters_inside_scan_needs_supports():
-    with pytest.raises(TypeError, match="'walk/u'.*gf.scan.*supports="):
+    with pytest.raises(TypeError, match="'walk/u'.*vmap or scan.*supports="):
         vi.latent_sites(bounded_walk, (None,), {"y": 1.0})
     (latent,) = vi.latent_sites(bounded_walk, (None,), {"y": 1.0}, supports={"walk/u": constraints.positive})
     assert latent.shape == (3,) and latent.support is constraints.positive

@@ -6,7 +6,9 @@
 interpreters here are rule sets over it. ``interpret`` / ``run_staged`` run
 a staged program back with GFI semantics; ``expectation`` (ADEV) turns a
 program that returns a real number into unbiased estimators of its expected
-value and gradient."""
+value and gradient; ``unconstrain`` turns a model and its observations into
+a log density on R^n (with Jacobians), for HMC, NUTS and VI.
+"""
 
 from ppl.factor_primitive import FactorSite
 from ppl.sample_primitive import Site
@@ -16,6 +18,7 @@ from ppl.transforms.adev import Expectation, expectation
 from ppl.transforms.dependence import depends_on_first_input
 from ppl.transforms.strategies import Enumerate, MeasureValued, Reinforce, Reparam
 from ppl.transforms.stage import StagedProgram, choice_sites, sample_sites, stage
+from ppl.transforms.unconstrain import Latent, Unconstrained, unconstrain
 
 __all__ = [
     "stage",
@@ -37,4 +40,7 @@ __all__ = [
     "Reinforce",
     "Enumerate",
     "MeasureValued",
+    "unconstrain",
+    "Unconstrained",
+    "Latent",
 ]

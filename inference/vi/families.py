@@ -24,13 +24,14 @@ from numpyro.distributions.transforms import ReshapeTransform, biject_to
 
 import ppl
 from ppl import dist
-from ppl.transforms import Recorder, interpret, stage
+from ppl.transforms import unconstrain
 
 __all__ = ["Latent", "latent_sites", "NormalFamily", "mean_field", "full_rank", "amortized"]
 
 
 class Latent(NamedTuple):
-    """One latent choice: its address, value shape and support."""
+    """One latent choice: its address, value shape and the support of its
+    elements, onto which the family pushes its normal (``biject_to``)."""
 
     address: tuple
     shape: tuple
@@ -49,78 +50,12 @@ class Latent(NamedTuple):
         return int(np.prod(self.unconstrained_shape, dtype=int))
 
 
-class _SiteRecorder(Recorder):
-    """Records each latent choice's distribution (structure, vmap levels,
-    parameter values) while the model runs. Choices inside ``scan`` bodies
-    and ``cond`` branches are found by the children (sharing ``found``), but
-    their parameter values are traced there and stay there: None."""
-
-    def __init__(self, observed):
-        super().__init__({})
-        self.observed, self.found, self.nested = observed, {}, False
-
-    def child(self, constraints, scan_depth):
-        child = super().child(constraints, scan_depth)
-        child.nested = True
-        return child
-
-    def sample(self, site):
-        value = super().sample(site)
-        if not self.observed.contains(site.address):
-            self.found[site.address] = (site.spec, site.levels, None if self.nested else site.leaves)
-        return value
-
-
-def _support(spec, levels, leaves, address):
-    """The support of one element; ``leaves`` hold two runs (leading axis 2),
-    or are None for a choice inside ``scan`` or ``cond``."""
-    name = ppl.errors.format_address(address)
-    template = lambda fill: spec.rebuild([jnp.full(s.shape, fill, s.dtype) for s in spec.example_leaves])
-    zeros, ones = template(0), template(1)
-    if zeros.is_discrete:
-        raise TypeError(
-            f"address {name!r}: {type(zeros).__name__} is discrete; the normal families cover continuous "
-            "latents: write the guide of this choice as a @ppl.gen"
-        )
-    if _same_constraint(zeros.support, ones.support):
-        return zeros.support
-    batched = [i for level in levels for i, axis in enumerate(level.leaf_axes[1:]) if axis is not None]
-    if batched:
-        raise TypeError(
-            f"address {name!r}: its support ({zeros.support}) depends on parameters that vary across a vmap; "
-            "pass supports={address: constraint}"
-        )
-    if leaves is None:
-        raise TypeError(
-            f"address {name!r}: its support ({zeros.support}) depends on its parameters, inside gf.scan or "
-            "ppl.cond; pass supports={address: constraint}"
-        )
-    first, second = (spec.rebuild([leaf[run] for leaf in leaves]).support for run in (0, 1))
-    if not _same_constraint(first, second):
-        raise TypeError(
-            f"address {name!r}: its support ({first} in one run, {second} in another) depends on other random "
-            "choices; pass supports={address: constraint}"
-        )
-    return first
-
-
-def _same_constraint(a, b):
-    if type(a) is not type(b):
-        return False
-    for name, x in vars(a).items():
-        y = vars(b)[name]
-        if isinstance(x, constraints.Constraint):
-            if not _same_constraint(x, y):
-                return False
-        elif not np.array_equal(np.asarray(x), np.asarray(y)):
-            return False
-    return True
-
-
 def latent_sites(model, args, observations, supports=None):
     """The latent (unobserved) choices of ``model`` run on ``args``, in the
-    order the model makes them. ``supports`` (address -> NumPyro constraint)
-    gives the support of a choice whose support depends on other choices.
+    order the model makes them, with the support of their elements (found by
+    ``ppl.transforms.unconstrain``). A normal family needs one support per
+    latent: ``supports`` (address -> NumPyro constraint) gives it where it
+    changes with other choices or across the elements of a vmap.
 
     >>> @ppl.gen
     ... def model():
@@ -129,25 +64,18 @@ def latent_sites(model, args, observations, supports=None):
     >>> [(l.address, l.shape, str(l.support)) for l in vi.latent_sites(model, (), {"y": 1.0})]
     [(('scale',), (), 'Positive(lower_bound=0.0)')]
     """
-    observed = ppl.select(*ppl.flatten(observations or {}).keys())
     given = {ppl.choicemap.as_path(a): s for a, s in (supports or {}).items()}
-    program = stage(model, args)
-    dynamic, _ = ppl.trace.split_static(tuple(args))
-    found = {}
-
-    def run(key):  # compiled once, for two keys: a support must not change with the draws
-        recorder = _SiteRecorder(observed)
-        with ppl.validation.no_support_checks():
-            interpret(program.jaxpr.jaxpr, program.jaxpr.consts, [key, *dynamic], recorder)
-        for address, (spec, levels, _) in recorder.found.items():  # the shape as recorded (steps stacked)
-            found[address] = (spec, levels, jnp.shape(recorder.choices[address]))
-        return {address: leaves for address, (_, _, leaves) in recorder.found.items() if leaves is not None}
-
-    leaves = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), 2))
+    target = unconstrain(model, args, observations)
     latents = []
-    for address, (spec, levels, shape) in found.items():
-        support = given[address] if address in given else _support(spec, levels, leaves.get(address), address)
-        latents.append(Latent(address, tuple(shape), support))
+    for latent, support in zip(target.latents, target.fixed_supports()):
+        support = given.get(latent.address, support)
+        if support is None:
+            name = ppl.errors.format_address(latent.address)
+            raise TypeError(
+                f"address {name!r}: its support changes with other random choices or across the elements of a "
+                f"vmap or scan, and a normal family needs one support per latent: pass supports={{{name!r}: constraint}}"
+            )
+        latents.append(Latent(latent.address, latent.shape, support))
     return latents
 
 
