@@ -10,7 +10,7 @@ a ppl model compiles to the same XLA as hand-written JAX.
 import jax
 import jax.numpy as jnp
 
-__all__ = ["joint_sampler"]
+__all__ = ["joint_sampler", "static_result"]
 
 
 def joint_sampler(spec, level):
