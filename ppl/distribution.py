@@ -41,9 +41,13 @@ class DistributionGF(GenerativeFunction):
                 fresh = jnp.logical_not(prev.used)
         else:
             value, fresh = draw(key, distribution, path), True
-        log_density = jnp.sum(log_density_of(distribution, value))
+        # A fresh draw lies in the support; a given or kept value is masked
+        # once, after the sum (a per-element mask would keep XLA from fusing it).
+        log_density = jnp.sum(log_density_of(distribution, value, validate=False))
         if constraints is not None:
             log_density = _mask_support(value, distribution, log_density, path)
+        elif fresh is not True:
+            log_density = jnp.where(jnp.all(distribution.support.check(value)), log_density, -jnp.inf)
         kept = 0.0 if fresh is True else (log_density if fresh is False else jnp.where(fresh, 0.0, log_density))
         return Edit(value, True, log_density, value, log_density, kept)
 
@@ -65,8 +69,8 @@ def draw(key, distribution, path):
 
 def _mask_support(value, distribution, log_density, path):
     """Concrete values are checked now; traced ones are registered for the
-    entry point to check, and get log density -inf outside the support (NumPyro
-    already does that when the distribution validates its arguments)."""
+    entry point to check, and get log density -inf outside the support (the
+    density itself is computed without NumPyro's per-element mask)."""
     support = distribution.support
     if not isinstance(value, jax.core.Tracer):
         check_support(value, support, path)
@@ -76,8 +80,6 @@ def _mask_support(value, distribution, log_density, path):
     if checking():  # under ppl.checked: raise after the call instead of the -inf below
         message = f"address {format_address(path)!r}: observed value outside the support of {type(distribution).__name__}"
         check(support.check(value), message + f" ({support}): {{value}}", value=value)
-    if distribution._validate_args:
-        return log_density
     return jnp.where(jnp.all(support.check(value)), log_density, -jnp.inf)
 
 

@@ -6,13 +6,15 @@ distribution is flattened into its array *leaves* (traced) and a
 it. ``log_density_of`` is the density every ppl transformation uses.
 """
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 from numpyro.distributions import BernoulliLogits, BinomialLogits, ExpandedDistribution, Independent
 
-__all__ = ["DistributionSpec", "flatten_distribution", "log_density_of"]
+__all__ = ["DistributionSpec", "flatten_distribution", "log_density_of", "without_validation"]
 
 
 class DistributionSpec:
@@ -61,10 +63,14 @@ def flatten_distribution(distribution):
     return leaves, DistributionSpec(treedef, type(distribution), leaves)
 
 
-def log_density_of(distribution, value):
+def log_density_of(distribution, value, validate=True):
     """NumPyro's ``log_prob``, except for Bernoulli and Binomial with logits,
     whose NumPyro formula has a wrong derivative at logits == 0 exactly (1 and
     0 instead of 1/2): zero-initialised logits are common in inference.
+
+    ``validate=False``: no per-element support mask (``-inf`` outside the
+    support), for values known to lie in it or masked by the caller once:
+    the mask is a select that keeps XLA from fusing the density into its sum.
 
     >>> float(jax.grad(lambda l: log_density_of(dist.Bernoulli(logits=l), 1.0))(0.0))
     0.5
@@ -75,12 +81,28 @@ def log_density_of(distribution, value):
         log_p = value * logits - count * jax.nn.softplus(logits)  # = v log s(l) + (n - v) log s(-l), one softplus
         if isinstance(distribution, BinomialLogits):  # the binomial coefficient (1 for a Bernoulli)
             log_p = log_p + gammaln(count + 1.0) - gammaln(value + 1.0) - gammaln(count - value + 1.0)
-        return jnp.where(distribution.support.check(value), log_p, -jnp.inf)
+        return jnp.where(distribution.support.check(value), log_p, -jnp.inf) if validate else log_p
     if isinstance(distribution, Independent):  # reach a Bernoulli/Binomial inside .to_event(n)
-        log_p = log_density_of(distribution.base_dist, value)
+        log_p = log_density_of(distribution.base_dist, value, validate)
         return jnp.sum(log_p, axis=tuple(range(-distribution.reinterpreted_batch_ndims, 0)))
     if isinstance(distribution, ExpandedDistribution):  # ... or inside .expand(shape)
         batch = jnp.shape(value)[: max(jnp.ndim(value) - distribution.event_dim, 0)]
-        log_p = log_density_of(distribution.base_dist, value)
+        log_p = log_density_of(distribution.base_dist, value, validate)
         return jnp.broadcast_to(log_p, jnp.broadcast_shapes(distribution.batch_shape, batch))
-    return distribution.log_prob(value)
+    return (distribution if validate else without_validation(distribution)).log_prob(value)
+
+
+def without_validation(distribution):
+    """A shallow copy of ``distribution`` (and of the distributions it wraps)
+    whose ``log_prob`` does not mask values outside the support.
+
+    >>> float(without_validation(dist.Poisson(2.0)).log_prob(-1.0)) > -1e30  # no -inf mask
+    True
+    """
+    if not getattr(distribution, "_validate_args", False) and not hasattr(distribution, "base_dist"):
+        return distribution
+    copied = copy.copy(distribution)
+    copied._validate_args = False
+    if hasattr(copied, "base_dist"):
+        copied.base_dist = without_validation(copied.base_dist)
+    return copied

@@ -393,3 +393,19 @@ def test_python_arguments_stay_python_values():
     grown, log_weight, _ = shaped.update(jax.random.key(3), trace, {"x": jnp.zeros(4)}, (4, jnp.exp, "sum"))
     assert grown.choices["x"].shape == (4,)
     close(log_weight, grown.log_density - trace.log_density)
+
+
+def test_a_kept_value_outside_the_new_support_weighs_minus_infinity():
+    """update with new arguments keeps old values; one that the new
+    distribution cannot produce makes the move impossible (under jit too)."""
+
+    @ppl.gen
+    def bounded(upper):
+        return ppl.sample("u", dist.Uniform(0.0, upper))
+
+    trace, _ = bounded.generate(jax.random.key(0), {"u": 1.5}, (2.0,))
+    for update in (bounded.update, jax.jit(bounded.update)):
+        _, weight, _ = update(jax.random.key(1), trace, {}, (1.0,))
+        assert weight == -jnp.inf
+        _, weight, _ = update(jax.random.key(1), trace, {}, (3.0,))
+        assert np.isfinite(weight)
