@@ -6,7 +6,7 @@ from jax.scipy.special import logsumexp
 
 import ppl
 from ppl.jit import jit_gfi
-from ppl.transforms import depends_on_first_input
+from ppl.transforms.dependence import split_by_dependence
 
 __all__ = ["importance", "ImportanceResult"]
 
@@ -136,15 +136,14 @@ def _importance(model, key, observations, args, num_particles, proposal, proposa
             log_weight = log_weight - proposed.log_density
         return ppl.Trace(trace.choices, trace.retval, (), trace.log_density), log_weight
 
-    # Outputs that are the same for every particle are computed once.
-    one = ppl.vmap_particles(particle, 1)
-    flags, treedef = jax.tree.flatten(depends_on_first_input(lambda k: one(k)[0], key))
+    # Outputs that are the same for every particle are computed and stored once.
+    one = lambda k: jax.tree.map(lambda x: x[0], ppl.vmap_particles(particle, 1)(k)[0])
+    flags, once = split_by_dependence(one, key)
+    flags, treedef = jax.tree.flatten(flags)
     varying = lambda k: _varying(particle, k, flags)
     *batched, log_weights = _chunked(varying, key, num_particles, chunk_size)
-    once = jax.tree.leaves(jax.tree.map(lambda x: x[0], one(key)[0]))
-    batched = iter(batched)
-    leaves = [next(batched) if flag else leaf for leaf, flag in zip(once, flags)]
-    particles = jax.tree.unflatten(treedef, leaves)
+    batched, once = iter(batched), iter(once)
+    particles = jax.tree.unflatten(treedef, [next(batched) if flag else next(once) for flag in flags])
     return ImportanceResult(particles, log_weights, args, tuple(not flag for flag in flags))
 
 

@@ -7,10 +7,10 @@ same for every particle and are computed and stored once.
 
 import jax
 
-from ppl._jax import cond_p, select_n_p
+from ppl._jax import cond_p, dce_jaxpr, select_n_p
 from ppl.transforms.evaluate import Rules, evaluate, evaluate_closed, inlining_jit, unpack_cond
 
-__all__ = ["depends_on_first_input"]
+__all__ = ["depends_on_first_input", "split_by_dependence"]
 
 
 def depends_on_first_input(fn, first, *rest):
@@ -25,6 +25,26 @@ def depends_on_first_input(fn, first, *rest):
     taints = [i < num_first for i in range(len(closed.jaxpr.invars))]
     flags = evaluate(closed.jaxpr, closed.consts, taints, TAINT)
     return jax.tree.unflatten(jax.tree.structure(shape), flags)
+
+
+def split_by_dependence(fn, first, *rest):
+    """``(flags, independent)``: ``flags`` as ``depends_on_first_input``, and
+    the values of the output leaves that do not depend on ``first`` (in leaf
+    order), computed from the same trace of ``fn`` with everything else
+    dropped, so ``fn`` is traced once.
+
+    >>> flags, independent = split_by_dependence(lambda k, x: (k + 1.0, x * 2.0), 1.0, 2.0)
+    >>> flags, [float(v) for v in independent]
+    ((True, False), [4.0])
+    """
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(first, *rest)
+    num_first = len(jax.tree.leaves(first))
+    taints = [i < num_first for i in range(len(closed.jaxpr.invars))]
+    flags = evaluate(closed.jaxpr, closed.consts, taints, TAINT)
+    pruned, used_inputs = dce_jaxpr(closed.jaxpr, [not flag for flag in flags])
+    inputs = [x for x, used in zip(jax.tree.leaves((first, *rest)), used_inputs) if used]
+    independent = jax.core.eval_jaxpr(pruned, closed.consts, *inputs)
+    return jax.tree.unflatten(jax.tree.structure(shape), flags), independent
 
 
 # The values of this evaluation are taints: does the value depend on the first input?
