@@ -134,3 +134,23 @@ def test_fit_is_float64_and_reaches_the_exact_optimum():
     log_joint = jax.nn.log_softmax(theta) + stats.norm.logpdf(float(objectives.X_DISCRETE), np.asarray(objectives.MU), 1.0)
     posterior = np.exp(log_joint - jax.scipy.special.logsumexp(log_joint))
     np.testing.assert_allclose(jax.nn.softmax(result.params["phi"]), posterior, rtol=1e-9)
+
+
+def test_the_unconstraining_transform_is_float64_and_matches_numpyro_to_1e12():
+    """Every kind of support (tests/test_unconstrain.py's model), against
+    NumPyro's potential energy and its gradient, both in float64."""
+    import test_unconstrain as cases
+
+    target = cases.unconstrain(cases.supports_model, (to64(cases.DATA),), {"y": to64(cases.DATA)})
+    names = {(name,): name for name, _, _ in cases.SUPPORTS_LAYOUT}
+    reference = cases.numpyro_log_density(cases.numpyro_supports_model, (to64(cases.DATA),), cases.by_name(target, names))
+    positions = cases.positions_of(target, n=4)
+    assert positions.dtype == jnp.float64
+    ours = jax.vmap(jax.value_and_grad(target.log_density))(positions)
+    theirs = jax.jit(jax.vmap(jax.value_and_grad(reference)))(positions)
+    assert_float64(ours)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=RTOL)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-10, atol=1e-10)
+    choices, _ = target.constrain(positions[0])
+    assert_float64(choices)
+    np.testing.assert_allclose(target.unconstrain(choices), positions[0], rtol=1e-10, atol=1e-12)
