@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.run            # full run, writes benchmarks/RESULTS.md
     .venv/bin/python -m benchmarks.run --quick    # a smaller run, printed only
     .venv/bin/python -m benchmarks.run vae        # only the VAE benchmark, printed only
+    .venv/bin/python -m benchmarks.run mh         # only the MH-step benchmark, printed only
 """
 
 import argparse
@@ -16,13 +17,13 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import compile_bench, importance_bench, importance_simple_bench, vae_bench  # noqa: E402
+from benchmarks import compile_bench, importance_bench, importance_simple_bench, mh_bench, vae_bench  # noqa: E402
 from benchmarks.timing import machine_description  # noqa: E402
 
 __all__ = ["main"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("importance", "simple", "compile", "vae")
+BENCHMARKS = ("importance", "simple", "compile", "vae", "mh")
 
 
 def _ints(text):
@@ -45,7 +46,9 @@ def _parse(argv):
     parser.add_argument("--skip-simple", action="store_true")
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-vae", action="store_true")
+    parser.add_argument("--skip-mh", action="store_true")
     parser.add_argument("--vae-repeats", type=int, help="interleaved repeats of 200 VAE steps (default 15, 5 with --quick)")
+    parser.add_argument("--mh-repeats", type=int, help="interleaved repeats of the MH chains (default 15, 5 with --quick)")
     parser.add_argument("--output", help="markdown file to write (default benchmarks/RESULTS.md, none with --quick)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -57,7 +60,9 @@ def _parse(argv):
     args.skip_simple |= "simple" not in selected
     args.skip_compile |= "compile" not in selected
     args.skip_vae |= "vae" not in selected
+    args.skip_mh |= "mh" not in selected
     args.vae_repeats = args.vae_repeats or (5 if quick else 15)
+    args.mh_repeats = args.mh_repeats or (5 if quick else 15)
     args.sizes = args.sizes or ([1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000])
     args.compile_sizes = args.compile_sizes or ([10, 25, 50] if quick else [10, 25, 50, 100, 200])
     if args.diagnose_sizes is None:
@@ -145,6 +150,14 @@ def _vae_targets(medians, cpu_medians):
     ]
 
 
+def _mh_targets(medians):
+    """The MH-step target: one step through the GFI within 1.1x of hand-written JAX."""
+    if not medians:
+        return []
+    ratio = medians[mh_bench.PPL] / medians[mh_bench.BASELINE]
+    return [f"- MH step through regenerate within 1.1× of hand-written JAX: **{'met' if ratio <= 1.1 else 'missed'}** ({ratio:.2f}×)"]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
@@ -210,8 +223,24 @@ def main(argv=None):
         ]
         table, vae_medians, vae_cpu = vae_bench.run(repeats=args.vae_repeats)
         body += table + [""]
+    mh_medians = {}
+    if not args.skip_mh:
+        body += [
+            "## (D) One Metropolis-Hastings step on a 100-site model",
+            "",
+            f"A Gaussian random walk of {mh_bench.NUM_LATENTS} scalar latents (one `ppl.sample` each) observed through "
+            f"one vector site; a step redraws z{mh_bench.SITE} from its prior conditional and accepts with probability "
+            "min(1, exp(log_weight)): in ppl `model.regenerate(key, trace, ppl.select(...), args)`, hand-written as "
+            "a log density function of the 100 values with the current log density carried. "
+            f"{mh_bench.STEPS} steps per timed call, inside one jitted `lax.scan`; median of interleaved repeats. "
+            "Compile: `.lower()` (trace + lower) and `.compile()` of a fresh jitted chain (a fresh ppl model).",
+            "",
+        ]
+        table, mh_ok, mh_medians = mh_bench.run(repeats=args.mh_repeats)
+        ok &= mh_ok
+        body += table + [""]
     targets = _targets(medians, compile_results, args.sizes, args.compile_sizes)
-    lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + [""] + body
+    lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + [""] + body
     lines.append(f"Total wall time of this run: {time.perf_counter() - start:.0f} s.")
     report = "\n".join(lines) + "\n"
     print("\n" + report)

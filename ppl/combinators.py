@@ -14,6 +14,7 @@ from ppl.choicemap import NONE, by_path, from_paths, tree_paths
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
 from ppl.combinator_context import active_mask, placement, scan_level, vmap_level
+from ppl.sites import mark_changed, restore, snapshot
 from ppl.errors import AddressError, ConstraintError, format_address, unknown_addresses_error
 from ppl.gen import gen, sample
 from ppl.trace import join_static, split_static
@@ -104,6 +105,7 @@ class Vmap(GenerativeFunction):
         mapper = lambda f: jax.vmap(f, in_axes=(0, axes, 0, 0), axis_size=n)
         with vmap_level():
             edit = _mapped(one, mapper)(jnp.ones((n,), bool), tuple(args), constraints, prev_dynamic)
+        edit = edit._replace(reverse_log_density=_summed(edit.reverse_log_density))
         return edit._replace(log_density=jnp.sum(edit.log_density), kept_log_density=jnp.sum(edit.kept_log_density))
 
 
@@ -153,14 +155,21 @@ class Scan(GenerativeFunction):
             dynamic, cell["description"] = split_static(edit)
             return new_carry, dynamic
 
+        if selection:  # a redrawn choice may feed the carry: later steps' parents move
+            mark_changed()
         with scan_level():
             final, dynamic = lax.scan(body, init, (keys, xs, constraints, prev_dynamic), length=steps)
         edit = join_static(dynamic, cell["description"])
         return edit._replace(
+            reverse_log_density=_summed(edit.reverse_log_density),
             retval=(final, edit.retval),
             log_density=jnp.sum(edit.log_density),
             kept_log_density=jnp.sum(edit.kept_log_density),
         )
+
+
+def _summed(reverse_log_density):
+    return None if reverse_log_density is None else jnp.sum(reverse_log_density)
 
 
 def vmap_particles(fn, num_particles):
@@ -228,20 +237,24 @@ class Switch(GenerativeFunction):
     def _edit(self, key, args, constraints, prev, selection, path):
         index = jnp.clip(jnp.asarray(args[0]).astype(jnp.int32), 0, len(self.branches) - 1)
         args = tuple(args[1:])
+        entered = snapshot()  # if the index or arguments may have moved, so may every value made here
         structures, union = self._structures(args, path)
         given = by_path(constraints) if constraints is not None else {}
         unknown = {format_address(p) for p in given if p not in union}
         if unknown:
             raise unknown_addresses_error(unknown, [format_address(p) for p in union], path)
-        static_used = {}
+        static_used, exits = {}, []
 
         def branch_fn(number, structure, branch):
             def run():
                 pick = lambda flat: from_paths({p: v for p, v in flat.items() if p in structure}) if flat else None
                 sub_prev = None if prev is None else Prev(pick(by_path(prev.choices)), pick(by_path(prev.used)))
+                restore(entered)  # each branch is traced from the state the switch was entered in
                 # Padded values of branches not taken would fail support checks.
                 with no_support_checks(), active_mask(index == number):
                     edit = branch._edit(key, args, pick(given), sub_prev, selection, path)
+                reverse = edit.reverse_log_density
+                exits.append((snapshot(), reverse is None))
                 choices, used, lps = by_path(edit.choices), by_path(edit.used), by_path(edit.site_log_densities)
                 for p in union:
                     static_used.setdefault(p, []).append(used.get(p, False) is True)
@@ -253,6 +266,7 @@ class Switch(GenerativeFunction):
                     edit.retval,
                     jnp.asarray(edit.log_density, jnp.result_type(float)),
                     jnp.asarray(edit.kept_log_density, jnp.result_type(float)),
+                    jnp.asarray(0.0 if reverse is None else reverse, jnp.result_type(float)),
                 )
 
             return run
@@ -270,7 +284,11 @@ class Switch(GenerativeFunction):
             edit = lax.switch(index, runs)
         used = by_path(edit.used)
         used = {p: True if all(static_used[p]) else v for p, v in used.items()}
-        return edit._replace(used=from_paths(used))
+        restore(entered or any(state for state, _ in exits))
+        # After a moved index, a redrawn choice's old value may come from another branch.
+        unknown = any(none for _, none in exits) or (entered and selection)
+        reverse = None if unknown else edit.reverse_log_density
+        return edit._replace(used=from_paths(used), reverse_log_density=reverse)
 
 
 def _select(index):

@@ -15,7 +15,8 @@ else drawing a fresh one. All five GFI methods are this one edit:
 
 Besides choices, an edit reports per choice whether it is *used* (a branch of
 ``ppl.switch`` not taken leaves its choices unused) and its log density; these
-mirror the choice map, leaf for leaf.
+mirror the choice map, leaf for leaf. A trace keeps them (``ppl.sites``), so
+that ``update`` and ``regenerate`` run the model once, on the new trace only.
 """
 
 from typing import Any, NamedTuple
@@ -26,7 +27,8 @@ import jax.numpy as jnp
 from ppl.choicemap import NONE, Selection, by_path, from_paths, to_arrays
 from ppl.errors import AddressError, check_finite_arguments, unknown_addresses_error
 from ppl.jit import jit_gfi
-from ppl.trace import Trace
+from ppl.sites import dropped_log_density, record, reverse_log_density, tracking_changes
+from ppl.trace import Trace, is_static
 
 __all__ = ["GenerativeFunction", "Call", "Edit", "Prev", "site_log_densities"]
 
@@ -38,6 +40,9 @@ class Edit(NamedTuple):
     retval: Any
     log_density: Any
     kept_log_density: Any  # log density of the choices that were not freshly drawn
+    # regenerate's reverse term, scored by this run: the old log density of the previous
+    # choices it redrew (None: a redrawn choice's parents moved, so this run cannot)
+    reverse_log_density: Any = 0.0
 
 
 class Prev(NamedTuple):
@@ -96,7 +101,7 @@ class GenerativeFunction:
         """Run forwards: ``trace = gf.simulate(key, args)``."""
         args = as_args(args)
         check_finite_arguments(args)
-        return _simulate(self, as_key(key), args)
+        return _with_args(_simulate(self, as_key(key), args), args)
 
     def assess(self, choices, args):
         """``(log_density, retval)`` of a complete choice map."""
@@ -109,23 +114,29 @@ class GenerativeFunction:
         rest are drawn from the model; log_weight = log p(all) - log q(drawn)."""
         args = as_args(args)
         check_finite_arguments(args)
-        return _generate(self, as_key(key), to_arrays(constraints or {}), args)
+        trace, log_weight = _generate(self, as_key(key), to_arrays(constraints or {}), args)
+        return _with_args(trace, args), log_weight
 
     def update(self, key, trace, constraints, args):
         """``(new_trace, log_weight, discard)`` after changing arguments and/or
         constraining addresses; log_weight = log p(new) - log p(old) - log q(fresh)."""
         args = as_args(args)
         check_finite_arguments(args)
-        return _update(self, as_key(key), trace, to_arrays(constraints or {}), args)
+        new_trace, log_weight, discard = _update(self, as_key(key), trace, to_arrays(constraints or {}), args)
+        return _with_args(new_trace, args), log_weight, discard
 
     def regenerate(self, key, trace, selection, args):
         """``(new_trace, log_weight)`` with the selected addresses redrawn from the
-        model: the Metropolis-Hastings weight of that proposal."""
+        model: the Metropolis-Hastings weight of that proposal. The model runs
+        once when ``args`` are the trace's (the same objects: ``trace.args``,
+        or the arguments the trace was made with) and no redrawn choice has a
+        parent that moves too; otherwise also on the old trace."""
         args = as_args(args)
         check_finite_arguments(args)
         if not isinstance(selection, Selection):
             raise TypeError(f"regenerate takes a ppl.Selection (ppl.select(...)), got {type(selection).__name__}")
-        return _regenerate(self, as_key(key), trace, selection, args)
+        new_trace, log_weight = _regenerate(self, as_key(key), trace, selection, args, _same_arguments(args, trace.args))
+        return _with_args(new_trace, args), log_weight
 
     # ----- combinators -----------------------------------------------------
 
@@ -157,10 +168,14 @@ class GenerativeFunction:
         return Scan(self, length)
 
 
+def _trace(edit, args):
+    """The trace of an edit, keeping its sites for the next edit."""
+    return Trace(edit.choices, edit.retval, args, edit.log_density, record(edit.used, edit.site_log_densities))
+
+
 @jit_gfi()
 def _simulate(gf, key, args):
-    edit = gf._edit(key, args, None, None, NONE, ())
-    return Trace(edit.choices, edit.retval, args, edit.log_density)
+    return _trace(gf._edit(key, args, None, None, NONE, ()), args)
 
 
 @jit_gfi(constraints_arg=0)
@@ -172,7 +187,7 @@ def _assess(gf, choices, args):
 @jit_gfi(constraints_arg=1)
 def _generate(gf, key, constraints, args):
     edit = gf._edit(key, args, constraints, None, NONE, ())
-    return Trace(edit.choices, edit.retval, args, edit.log_density), edit.kept_log_density
+    return _trace(edit, args), edit.kept_log_density
 
 
 def site_log_densities(gf, choices, args):
@@ -225,10 +240,18 @@ def _unvisited(gf, choices, args):
 
 
 def _score_previous(gf, trace):
+    """``(used, site log densities)`` of the old trace, by running the model on it."""
     from ppl.validation import no_support_checks
 
     with no_support_checks():
-        return gf._edit(None, trace.args, trace.choices, None, NONE, ())
+        old = gf._edit(None, trace.args, trace.choices, None, NONE, ())
+    return old.used, old.site_log_densities
+
+
+def _previous_sites(gf, trace):
+    """The old trace's ``Sites``: kept in traces the GFI methods make; scored
+    once (one run of the model) for a trace built otherwise (importance particles)."""
+    return trace._sites if trace._sites is not None else record(*_score_previous(gf, trace))
 
 
 def _discard(trace, constraints, new_choices):
@@ -240,23 +263,42 @@ def _discard(trace, constraints, new_choices):
 
 @jit_gfi(constraints_arg=2)
 def _update(gf, key, trace, constraints, args):
-    old = _score_previous(gf, trace)
+    old = _previous_sites(gf, trace)
     edit = gf._edit(key, args, constraints, Prev(trace.choices, old.used), NONE, ())
-    new_trace = Trace(edit.choices, edit.retval, args, edit.log_density)
-    return new_trace, edit.kept_log_density - trace.log_density, _discard(trace, constraints, edit.choices)
+    return _trace(edit, args), edit.kept_log_density - trace.log_density, _discard(trace, constraints, edit.choices)
 
 
 @jit_gfi()
-def _regenerate(gf, key, trace, selection, args):
-    old = _score_previous(gf, trace)
-    edit = gf._edit(key, args, None, Prev(trace.choices, old.used), selection, ())
-    new_used, old_used_by_path = by_path(edit.used), by_path(old.used)
-    reverse = 0.0
-    for path, log_density in by_path(old.site_log_densities).items():
-        old_used = old_used_by_path[path]
-        redrawn = selection.contains(path) if path else selection.everything
-        dropped = jnp.logical_not(new_used[path]) if path in new_used else True
-        moved = jnp.logical_and(old_used, jnp.logical_or(redrawn, dropped))
-        reverse = reverse + jnp.sum(jnp.where(moved, log_density, 0.0))
-    new_trace = Trace(edit.choices, edit.retval, args, edit.log_density)
-    return new_trace, edit.kept_log_density - trace.log_density + reverse
+def _regenerate(gf, key, trace, selection, args, same_arguments):
+    scored = None if trace._sites is not None else _score_previous(gf, trace)
+    old = trace._sites if scored is None else record(*scored)
+    with tracking_changes(changed_already=not same_arguments):
+        edit = gf._edit(key, args, None, Prev(trace.choices, old.used), selection, ())
+    if same_arguments and edit.reverse_log_density is not None:
+        reverse = edit.reverse_log_density + dropped_log_density(old, edit.used)
+    else:  # a redrawn choice's parents moved (or the arguments did): score the old trace
+        used, densities = scored or _score_previous(gf, trace)
+        reverse = reverse_log_density(used, by_path(densities), edit.used, selection)
+    return _trace(edit, args), edit.kept_log_density - trace.log_density + reverse
+
+
+def _with_args(trace, args):
+    """``trace`` holding the caller's own argument objects (not the copies a
+    jitted call returns), so that passing them again is recognised."""
+    return Trace(trace.choices, trace.retval, args, trace.log_density, trace._sites)
+
+
+def _same_arguments(args, previous):
+    """Are ``args`` the previous trace's: the same array objects (or tracers)
+    and equal Python values? Then a choice whose parents did not move keeps
+    its distribution. Identity, never a comparison of array values: that would
+    wait for the device and read the data at every call."""
+    new, new_structure = jax.tree.flatten(tuple(args))
+    old, old_structure = jax.tree.flatten(tuple(previous))
+    return new_structure == old_structure and all(_same_leaf(a, b) for a, b in zip(new, old))
+
+
+def _same_leaf(a, b):
+    if a is b:
+        return True
+    return is_static(a) and is_static(b) and type(a) is type(b) and a == b

@@ -10,6 +10,7 @@ from ppl.distribution_spec import log_density_of
 from ppl.errors import AddressError, check_constraint_value, check_support, format_address
 from ppl.combinator_context import improper_priors_staged
 from ppl.sample_primitive import bind_sample
+from ppl.sites import changed, mark_changed
 from ppl.validation import is_static_support, register_support_check
 
 __all__ = ["DistributionGF", "as_gen"]
@@ -31,16 +32,21 @@ class DistributionGF(GenerativeFunction):
         if args and not self.ignore_args:
             raise TypeError(f"address {format_address(path)!r}: a distribution takes no arguments, got {args!r}")
         distribution = self.distribution
-        fresh = False
+        fresh, reverse = False, 0.0
         if constraints is not None:
             value = check_constraint_value(constraints, distribution, path)
+            mark_changed()
         elif prev is not None and not selection.everything:
             value, fresh = prev.choices, False
             if prev.used is not True:  # a previous switch branch may not have made this choice
+                # (unused downstream unless the switch moved, which ppl.switch tracks)
                 value = jnp.where(prev.used, value, draw(key, distribution, path))
                 fresh = jnp.logical_not(prev.used)
         else:
+            if prev is not None:  # redrawn: its old density, if its parents have not moved
+                reverse = None if changed() and not _fixed(distribution, key) else _old_log_density(distribution, prev)
             value, fresh = draw(key, distribution, path), True
+            mark_changed()
         # A fresh draw lies in the support; a given or kept value is masked
         # once, after the sum (a per-element mask would keep XLA from fusing it).
         log_density = jnp.sum(log_density_of(distribution, value, validate=False))
@@ -49,7 +55,23 @@ class DistributionGF(GenerativeFunction):
         elif fresh is not True:
             log_density = jnp.where(jnp.all(distribution.support.check(value)), log_density, -jnp.inf)
         kept = 0.0 if fresh is True else (log_density if fresh is False else jnp.where(fresh, 0.0, log_density))
-        return Edit(value, True, log_density, value, log_density, kept)
+        return Edit(value, True, log_density, value, log_density, kept, reverse)
+
+
+def _fixed(distribution, key):
+    """Does ``distribution`` depend on no other choice? Under a traced key every
+    new draw is traced, so a distribution with no traced parameter is fixed."""
+    leaves = jax.tree.leaves(distribution)
+    if not isinstance(key, jax.core.Tracer):  # e.g. under jax.disable_jit: cannot tell
+        return False
+    if len(leaves) == 1 and leaves[0] is distribution:  # not a pytree: cannot tell
+        return False
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+
+
+def _old_log_density(distribution, prev):
+    log_density = jnp.sum(log_density_of(distribution, prev.choices, validate=False))  # in the unchanged support
+    return log_density if prev.used is True else jnp.where(prev.used, log_density, 0.0)
 
 
 def draw(key, distribution, path):

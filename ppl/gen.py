@@ -22,6 +22,7 @@ from ppl.choicemap import NONE
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
 from ppl.factor_primitive import bind_factor
+from ppl.sites import add_reverse
 from ppl.errors import AddressError, ArgumentCountError, check_address_name, control_flow_error, format_address, unknown_addresses_error
 
 __all__ = ["gen", "Gen", "sample", "factor", "site_key"]
@@ -56,6 +57,7 @@ class _Handler:
         self.sites = {}
         self.log_density = 0.0
         self.kept = 0.0
+        self.reverse = 0.0
         self.trace_state = trace_state()
 
     def _claim(self, name):
@@ -84,6 +86,7 @@ class _Handler:
         self.sites[name] = edit
         self.log_density = self.log_density + edit.log_density
         self.kept = self.kept + edit.kept_log_density
+        self.reverse = add_reverse(self.reverse, edit.reverse_log_density)
         return edit.retval
 
     def factor(self, name, log_weight):
@@ -169,7 +172,7 @@ class Gen(GenerativeFunction):
             raise
         finally:
             _handler.reset(token)
-        return handler.finish(retval)
+        return handler.finish(retval)._replace(reverse_log_density=handler.reverse)
 
 
 def _check_arguments(gf, args, path, error):

@@ -8,7 +8,7 @@ from ppl.choicemap import flatten
 __all__ = ["Trace", "format_trace"]
 
 
-def _is_static(leaf):
+def is_static(leaf):
     return not isinstance(leaf, (jax.Array, np.ndarray, np.generic, jax.core.Tracer, jax.ShapeDtypeStruct))
 
 
@@ -16,8 +16,8 @@ def split_static(tree):
     """Split a pytree into its array leaves and a hashable description of the rest
     (Python scalars, strings, callables stay Python values)."""
     leaves, treedef = jax.tree.flatten(tree)
-    static = tuple((i, leaf) for i, leaf in enumerate(leaves) if _is_static(leaf))
-    dynamic = [leaf for leaf in leaves if not _is_static(leaf)]
+    static = tuple((i, leaf) for i, leaf in enumerate(leaves) if is_static(leaf))
+    dynamic = [leaf for leaf in leaves if not is_static(leaf)]
     return dynamic, (treedef, static, len(leaves))
 
 
@@ -36,7 +36,9 @@ class Trace:
 
     A pytree: traces go through ``jax.jit`` and ``jax.vmap``; Python values in
     ``args`` stay Python values. A vectorised trace has a leading axis on every
-    array leaf.
+    array leaf. Traces made by the GFI methods also keep ``ppl.sites.Sites``
+    (internal, ``trace._sites``; ``None`` in a trace built by hand or by
+    importance sampling), so that ``update`` and ``regenerate`` run the model once.
 
     >>> import jax, ppl
     >>> from ppl import dist
@@ -45,24 +47,29 @@ class Trace:
     ()
     """
 
-    __slots__ = ("choices", "retval", "args", "log_density")
+    __slots__ = ("choices", "retval", "args", "log_density", "_sites")
 
-    def __init__(self, choices, retval, args, log_density):
+    def __init__(self, choices, retval, args, log_density, sites=None):
         self.choices, self.retval, self.args, self.log_density = choices, retval, args, log_density
+        self._sites = sites  # internal: Sites or None
 
     def tree_flatten(self):
         dynamic, description = split_static(self.args)
-        return (self.choices, self.retval, dynamic, self.log_density), description
+        site_arrays, site_description = split_static(self._sites)
+        return (self.choices, self.retval, dynamic, self.log_density, site_arrays), (description, site_description)
 
     @classmethod
-    def tree_unflatten(cls, description, children):
-        choices, retval, dynamic, log_density = children
-        return cls(choices, retval, join_static(dynamic, description), log_density)
+    def tree_unflatten(cls, descriptions, children):
+        choices, retval, dynamic, log_density, site_arrays = children
+        description, site_description = descriptions
+        sites = join_static(site_arrays, site_description)
+        return cls(choices, retval, join_static(dynamic, description), log_density, sites)
 
     def __getitem__(self, index):
         """Particle ``index`` of a vectorised trace (arguments are shared)."""
-        pick = lambda x: x[index]
-        return Trace(jax.tree.map(pick, self.choices), jax.tree.map(pick, self.retval), self.args, self.log_density[index])
+        pick = lambda x: x[index] if not is_static(x) else x
+        choices, retval, sites = (jax.tree.map(pick, tree) for tree in (self.choices, self.retval, self._sites))
+        return Trace(choices, retval, self.args, self.log_density[index], sites)
 
     def __repr__(self):
         return format_trace(self)

@@ -211,8 +211,9 @@ def test_update_discard_holds_overwritten_values():
 # ----- regenerate -------------------------------------------------------------
 
 
-def check_regenerate(case, old, new, log_weight):
-    old_sites, new_sites = case.reference(old.choices, case.args), case.reference(new.choices, case.args)
+def check_regenerate(case, old, new, log_weight, new_args=None):
+    new_args = case.args if new_args is None else new_args
+    old_sites, new_sites = case.reference(old.choices, case.args), case.reference(new.choices, new_args)
     selected = lambda a: under(a, case.selection)
     drawn = masked_sum(new_sites, lambda a: new_sites[a].used & (selected(a) | ~jnp.asarray(old_sites[a].used)))
     moved = masked_sum(old_sites, lambda a: old_sites[a].used & (selected(a) | ~jnp.asarray(new_sites[a].used)))
@@ -236,6 +237,50 @@ def test_regenerate_weight_is_metropolis_hastings_ratio(case):
         new, log_weight = case.gf.regenerate(key, old, selection, case.args)
         changed |= check_regenerate(case, old, new, log_weight)
     assert changed  # some selected choice was actually redrawn
+
+
+# Several addresses: redrawn choices whose parents also move (the new run
+# cannot score their old values, so regenerate scores the old trace), redrawn
+# choices with fixed parents (scored in the new run), inside switch branches
+# entered with or without a moved index, and inside a scan (the carry).
+SEVERAL = [
+    ("nested", ("mu", "sub/a")),
+    ("nested", ("mu", "y")),
+    ("scan", ("chain/z",)),
+    ("scan", ("rho", "z0")),
+    ("cond", ("v/s",)),
+    ("cond", ("o", "v/s")),
+    ("cond_vmap", ("slope", "points/o")),
+    ("cond_vmap", ("points/v/y",)),
+    ("cond_vmap", ("slope", "points/v/y")),
+    ("switch", ("k", "v/a")),
+    ("switch", ("k", "v/y")),
+    ("mixture", ("logit", "x/component")),
+]
+
+
+@pytest.mark.parametrize("name, selection", SEVERAL, ids=[f"{n}:{'+'.join(s)}" for n, s in SEVERAL])
+def test_regenerate_weight_with_other_selections(name, selection):
+    case = CASES_BY_NAME[name]._replace(selection=selection)
+    keys = jax.random.split(jax.random.key(13), 8)
+    old = jax.vmap(lambda k: case.gf.simulate(k, case.args))(keys)
+    new, log_weight = jax.vmap(lambda k, t: case.gf.regenerate(k, t, ppl.select(*selection), t.args))(
+        jax.random.split(jax.random.key(14), 8), old
+    )
+    changed = False
+    for i in range(8):
+        changed |= check_regenerate(case, old[i], new[i], log_weight[i])
+    assert changed
+
+
+@pytest.mark.parametrize("name", ["nested", "vmap", "cond_vmap"])
+def test_regenerate_with_new_arguments(name):
+    """New arguments may move every choice's parents: the weight counts the
+    densities under the new arguments against the old ones."""
+    case = CASES_BY_NAME[name]
+    old = case.gf.simulate(jax.random.key(1), case.args)
+    new, log_weight = case.gf.regenerate(jax.random.key(2), old, ppl.select(*case.selection), case.update_args)
+    check_regenerate(case, old, new, log_weight, case.update_args)
 
 
 @pytest.mark.parametrize("name", BRANCHING)
@@ -276,6 +321,71 @@ def test_regenerate_needs_a_selection():
         nested.regenerate(jax.random.key(1), old, "mu", (0.5,))
 
 
+# ----- traces that keep no sites ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nested", "scan", "cond_vmap", "mixture"])
+def test_a_trace_built_by_hand_edits_like_a_gfi_trace(name):
+    """A trace made of its four public fields keeps no per-choice record
+    (importance sampling's particles do not either): update and regenerate
+    score it once and give the same results."""
+    case = CASES_BY_NAME[name]
+    trace = case.gf.simulate(jax.random.key(1), case.args)
+    by_hand = ppl.Trace(trace.choices, trace.retval, trace.args, trace.log_density)
+    constraints = pick(case.gf.simulate(jax.random.key(3), case.update_args).choices, case.update_constraints)
+    selection = ppl.select(*case.selection)
+    for edit in (
+        lambda t: case.gf.update(jax.random.key(4), t, constraints, case.update_args)[:2],
+        lambda t: case.gf.regenerate(jax.random.key(5), t, selection, case.args),
+    ):
+        (kept, kept_weight), (hand, hand_weight) = edit(trace), edit(by_hand)
+        jax.tree.map(close, hand.choices, kept.choices)
+        close(hand.log_density, kept.log_density)
+        close(hand_weight, kept_weight)
+
+
+@ppl.gen
+def spread(x):
+    s = ppl.sample("s", dist.HalfNormal(1.0))
+    return ppl.sample("y", dist.Normal(x, 1.0 + s))
+
+
+@ppl.gen
+def tight(x):
+    return ppl.sample("y", dist.Normal(x, 0.5))
+
+
+@ppl.gen
+def element(x, switching):
+    if not switching:  # a Python argument: "v/s" is always made
+        return ppl.sample("v", spread(x))
+    flag = ppl.sample("flag", dist.Bernoulli(0.5))
+    return ppl.sample("v", ppl.cond(flag, spread, tight, x))
+
+
+@ppl.gen
+def elements(xs, switching):
+    return ppl.sample("points", element.vmap(in_axes=(0, None))(xs, switching))
+
+
+def test_regenerate_with_arguments_that_change_which_choices_are_made():
+    """New Python arguments put "points/v/s", always made before, under a
+    switch: each element's new flag may drop it, and "points/flag" is new. The
+    MH ratio counts the dropped old densities and the new choices' densities."""
+    xs = jnp.linspace(-1.0, 1.0, 8)
+    old = elements.simulate(jax.random.key(0), (xs, False))
+    new, log_weight = elements.regenerate(jax.random.key(1), old, ppl.select("points/v/y"), (xs, True))
+    flag = new.choices["points"]["flag"]
+    assert 0 < int(flag.sum()) < 8  # some elements drop "s", some keep it
+    old_sites = ppl.flatten(ppl.site_log_densities(elements, old.choices, (xs, False)))
+    new_sites = ppl.flatten(ppl.site_log_densities(elements, new.choices, (xs, True)))
+    drawn = new_sites["points/flag"] + new_sites["points/v/y"]  # flag: no old value; y: selected
+    moved = old_sites["points/v/y"] + jnp.where(flag, 0.0, old_sites["points/v/s"])
+    expected = new.log_density - old.log_density - drawn.sum() + moved.sum()
+    close(log_weight, expected)
+    close(new.log_density, elements.assess(new.choices, (xs, True))[0])
+
+
 # ----- jit, vmap, keys --------------------------------------------------------
 
 
@@ -314,6 +424,19 @@ def test_generate_update_regenerate_under_jit_match_eager(name):
     for (jit_trace, jit_weight), (eager_trace, eager_weight) in zip(jitted, eager):
         jax.tree.map(close, jit_trace.choices, eager_trace.choices)
         close(jit_weight, eager_weight)
+
+
+def test_regenerate_under_disable_jit_matches_jit():
+    """Eagerly (no tracers to tell which parameters depend on a redrawn choice),
+    regenerate scores the old trace and gives the same result."""
+    case = CASES_BY_NAME["cond_vmap"]
+    old = case.gf.simulate(jax.random.key(1), case.args)
+    selection = ppl.select("slope", "points/o")
+    jitted = case.gf.regenerate(jax.random.key(2), old, selection, case.args)
+    with jax.disable_jit():
+        eager = case.gf.regenerate(jax.random.key(2), old, selection, case.args)
+    jax.tree.map(close, eager[0].choices, jitted[0].choices)
+    close(eager[1], jitted[1])
 
 
 def test_traced_array_arguments_under_jit():

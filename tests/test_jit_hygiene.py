@@ -167,3 +167,44 @@ def test_python_number_observations_are_data_not_static():
     run(2.0)
     run(3.0)
     assert count[0] == after_first  # new observed values do not retrace
+
+
+def body_runs_during(fn):
+    before = TRACES["model"]
+    fn()
+    return TRACES["model"] - before
+
+
+EDITS = {
+    "update": lambda model, trace: model.update(jax.random.key(1), trace, {"flag": jnp.array(1, jnp.int32)}, (XS + 1.0,))[0],
+    "regenerate": lambda model, trace: model.regenerate(jax.random.key(1), trace, ppl.select("slope"), (XS,))[0],
+    "regenerate, switch": lambda model, trace: model.regenerate(jax.random.key(1), trace, ppl.select("flag"), (XS,))[0],
+    "regenerate, independent": lambda model, trace: model.regenerate(
+        jax.random.key(1), trace, ppl.select("slope", "flag"), trace.args
+    )[0],
+}
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_update_and_regenerate_run_the_model_once(name):
+    """A trace keeps which choices were made, and regenerate scores a redrawn
+    choice's old value in the new run when its parents have not moved, so
+    update and regenerate run the model body once, on the new trace, not again
+    on the old one. (A trace built by hand is scored once more.)"""
+    model, edit = make_model(), EDITS[name]
+    trace = model.simulate(jax.random.key(0), (XS,))
+    assert body_runs_during(lambda: edit(model, trace)) == 1
+    again = edit(model, trace)  # a trace made by update/regenerate keeps what the next edit needs too
+    assert body_runs_during(lambda: edit(model, again)) == 0  # and compiles to the same program
+    by_hand = ppl.Trace(trace.choices, trace.retval, trace.args, trace.log_density)
+    assert body_runs_during(lambda: edit(model, by_hand)) == 2
+
+
+def test_regenerate_scores_the_old_trace_when_a_redrawn_choices_parent_moves():
+    """Redrawing "slope" and the chain (whose steps depend on each other
+    through the carry) moves parents of redrawn choices: the new run cannot
+    score their old values, so regenerate runs the model on the old trace too."""
+    model = make_model()
+    trace = model.simulate(jax.random.key(0), (XS,))
+    regenerate = lambda: model.regenerate(jax.random.key(1), trace, ppl.select("slope", "chain"), trace.args)
+    assert body_runs_during(regenerate) == 2
