@@ -116,12 +116,16 @@ def check_finite_arguments(args, name="args"):
             if isinstance(leaf, float) and not np.isfinite(leaf):
                 raise ValueError(f"{name}{jax.tree_util.keystr(key_path)} is {leaf}: arguments must be finite")
             continue
-        # numpy, not jnp: a concrete array closed over by a user's jit would become a tracer in jnp ops.
-        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(
-                f"{name}{jax.tree_util.keystr(key_path)} (shape {tuple(leaf.shape)}) contains NaN or "
-                "infinite values: arguments must be finite"
-            )
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            from ppl.validation import once_per_array
+
+            once_per_array(leaf, "finite", lambda: _check_finite(leaf, f"{name}{jax.tree_util.keystr(key_path)}"))
+
+
+def _check_finite(leaf, where):
+    # numpy, not jnp: a concrete array closed over by a user's jit would become a tracer in jnp ops.
+    if not np.all(np.isfinite(np.asarray(leaf))):
+        raise ValueError(f"{where} (shape {tuple(leaf.shape)}) contains NaN or infinite values: arguments must be finite")
 
 
 # JAX entry points that start a new trace, by the name of their frame.

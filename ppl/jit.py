@@ -8,6 +8,7 @@ inside models), so no wrapper type such as GenJAX's ``Const`` is needed.
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ppl.checked import checking
@@ -41,7 +42,14 @@ def _checked_outputs(gf, out):
 
 
 def _signature(dynamic):
-    return tuple((getattr(x, "shape", ()), str(getattr(x, "dtype", type(x)))) for x in dynamic)
+    """What JAX's cache keys a call on: shapes and *canonical* dtypes (a NumPy
+    float64 array reuses the float32 trace when x64 is off), weak types."""
+    canonical = lambda x: jax.dtypes.canonicalize_dtype(jnp.result_type(x), allow_extended_dtype=True)
+    return tuple((jnp.shape(x), str(canonical(x)), _weak(x)) for x in dynamic)
+
+
+def _weak(x):
+    return bool(getattr(x, "weak_type", False))
 
 
 def jit_gfi(constraints_arg=None):
@@ -54,16 +62,19 @@ def jit_gfi(constraints_arg=None):
         @functools.wraps(fn)
         def wrapper(*inputs):
             dynamic, description = split_static(inputs)
+            signature = (description, _signature(dynamic))
+            known = checks_by_signature.get(signature)
+            if constraints_arg is not None and known is not None:  # before the call, while the device is idle
+                run_support_checks(known, inputs[constraints_arg + 1])
             with collect_support_checks() as collected:
                 out = _run(fn, description, checking(), *dynamic) if in_default_context() else _checked_outputs(inputs[0], fn(*inputs))
-            signature = (description, _signature(dynamic))
             if collected:
                 checks_by_signature[signature] = collected
             else:  # JAX reused a cached trace, so the body did not run: replay its
                 # checks to any enclosing collector (e.g. importance around generate).
                 for path, support in checks_by_signature.get(signature, ()):
                     register_support_check(path, support)
-            if constraints_arg is not None:
+            if constraints_arg is not None and known is None:  # the first call: the checks are known now
                 run_support_checks(checks_by_signature.get(signature, ()), inputs[constraints_arg + 1])
             return out
 

@@ -12,13 +12,20 @@ of ``-inf`` outside the support instead, never a silently wrong number.
 
 import contextlib
 import contextvars
+import weakref
 
 import jax
 
 from ppl.choicemap import get
 from ppl.errors import check_support
 
-__all__ = ["register_support_check", "collect_support_checks", "no_support_checks", "run_support_checks"]
+__all__ = [
+    "register_support_check",
+    "collect_support_checks",
+    "no_support_checks",
+    "run_support_checks",
+    "once_per_array",
+]
 
 _collectors = contextvars.ContextVar("ppl_support_collectors", default=())
 _disabled = contextvars.ContextVar("ppl_support_disabled", default=False)
@@ -58,4 +65,24 @@ def run_support_checks(checks, constraints):
         value = get(constraints, path) if path else constraints
         if value is None or isinstance(value, (dict, jax.core.Tracer)):
             continue
-        check_support(value, support, path)
+        once_per_array(value, ("support", repr(support)), lambda: check_support(value, support, path))
+
+
+_passed = {}  # (id(array), what) -> weak reference to the array that passed that check
+
+
+def once_per_array(value, what, check_fn):
+    """Run ``check_fn`` (which raises if ``value`` fails it) unless this very
+    JAX array already passed the check ``what``. JAX arrays are immutable, so
+    the same data given on every call of a loop is read from the device once,
+    not at every call. Other values are checked every time."""
+    if not isinstance(value, jax.Array) or isinstance(value, jax.core.Tracer):
+        return check_fn()
+    key = (id(value), what)
+    seen = _passed.get(key)
+    if seen is not None and seen() is value:
+        return None
+    check_fn()
+    if len(_passed) > 4096:  # ids of collected arrays are reused: forget them all now and then
+        _passed.clear()
+    _passed[key] = weakref.ref(value)

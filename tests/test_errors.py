@@ -495,3 +495,29 @@ def test_checked_mode_raises_inside_jit_where_plain_jit_gives_minus_infinity():
     with pytest.raises(ppl.ConstraintError, match=r"args\[0\] contains NaN"):
         checked(good, jnp.array(jnp.nan))
     assert jax.jit(_count_weight)(bad, 1.0) == -jnp.inf  # the checked trace did not leak into plain calls
+
+
+def test_checks_are_skipped_only_for_the_very_array_that_passed_them():
+    """A JAX array that passed a check is not read again (arrays are
+    immutable); a NumPy array can change in place, so it is checked every call."""
+    @ppl.gen
+    def counts():
+        ppl.sample("count", dist.Poisson(3.0).expand([3]))
+
+    good = jnp.array([1.0, 2.0, 3.0])
+    for _ in range(2):
+        counts.generate(jax.random.key(0), {"count": good}, ())
+    bad = jnp.array([1.0, -2.0, 3.0])
+    for _ in range(2):  # a failure is never remembered as a pass
+        with pytest.raises(ppl.ConstraintError, match="observed value -2.0"):
+            counts.generate(jax.random.key(0), {"count": bad}, ())
+    data = np.array([1.0, 2.0, 3.0])
+    counts.generate(jax.random.key(0), {"count": data}, ())
+    data[1] = -2.0
+    with pytest.raises(ppl.ConstraintError, match="observed value -2.0"):
+        counts.generate(jax.random.key(0), {"count": data}, ())
+    xs = np.arange(3.0)
+    model.simulate(jax.random.key(0), (xs,))
+    xs[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.simulate(jax.random.key(0), (xs,))
