@@ -73,7 +73,7 @@ def make_ppl_model():
 ppl_model = make_ppl_model()
 
 
-def ppl_importance(key, xs, ys, num_particles, chunk_size=65536, model=None):
+def ppl_importance(key, xs, ys, num_particles, chunk_size=None, model=None):
     """The public API call (jitted inside ppl)."""
     observations = {"ys": {"y": ys}}
     model = ppl_model if model is None else model

@@ -2,13 +2,15 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 import ppl
 from ppl.jit import jit_gfi
+from ppl._jax import sub_jaxprs
 from ppl.transforms.dependence import split_by_dependence
 
-__all__ = ["importance", "ImportanceResult"]
+__all__ = ["importance", "ImportanceResult", "intermediate_bytes", "CHUNK_BYTES"]
 
 
 @jax.tree_util.register_pytree_node_class
@@ -19,22 +21,26 @@ class ImportanceResult:
     Choices that are the same for every particle (the observations, and
     anything computed from the arguments alone) are stored once; ``traces``
     broadcasts them when asked, ``estimate`` and ``resample`` never need to.
+    The joint log density of each particle is not stored either (it costs
+    about a tenth of the run): ``traces`` and ``resample`` compute it, for the
+    particles they return, with the model's ``assess``.
     """
 
-    def __init__(self, particles, log_weights, args, shared):
-        self.particles = particles  # a Trace without args whose shared leaves have no particle axis
+    def __init__(self, particles, log_weights, args, shared, model):
+        self.particles = particles  # a Trace without args or log density; shared leaves have no particle axis
         self.log_weights = log_weights
         self.args = args
         self.shared = shared  # per leaf of `particles`: stored once?
+        self.model = model
 
     def tree_flatten(self):
         # A Trace keeps the Python values among the arguments static.
-        return (self.particles, self.log_weights, ppl.Trace(None, None, self.args, None)), self.shared
+        return (self.particles, self.log_weights, ppl.Trace(None, None, self.args, None)), (self.shared, self.model)
 
     @classmethod
-    def tree_unflatten(cls, shared, children):
+    def tree_unflatten(cls, static, children):
         particles, log_weights, holder = children
-        return cls(particles, log_weights, holder.args, shared)
+        return cls(particles, log_weights, holder.args, *static)
 
     @property
     def num_particles(self):
@@ -47,7 +53,8 @@ class ImportanceResult:
             for leaf, shared in zip(leaves, self.shared)
         ]
         particles = jax.tree.unflatten(treedef, out)
-        return ppl.Trace(particles.choices, particles.retval, self.args, particles.log_density)
+        log_density = jax.vmap(lambda choices: self.model.assess(choices, self.args)[0])(particles.choices)
+        return ppl.Trace(particles.choices, particles.retval, self.args, log_density)
 
     @property
     def traces(self):
@@ -97,14 +104,16 @@ class ImportanceResult:
         return self._broadcast(n, index)
 
 
-def importance(key, model, args, observations, num_particles, proposal=None, proposal_args=(), chunk_size=65536):
+def importance(key, model, args, observations, num_particles, proposal=None, proposal_args=(), chunk_size=None):
     """Importance sampling of ``model`` given ``observations``.
 
     Without ``proposal``, latent choices are drawn from the model (likelihood
     weighting). A ``proposal`` is a generative function over the latent
     addresses, run on ``proposal_args``; weights are then
     ``log p(latents, observations) - log q(latents)``. Particles are computed
-    ``chunk_size`` at a time, so a million fit in memory.
+    ``chunk_size`` at a time (by default as many as keep one particle
+    program's intermediate values under ``CHUNK_BYTES``, 1 GiB, before XLA
+    fuses them), so a million fit in memory and smaller runs are one chunk.
 
     >>> import jax, jax.numpy as jnp, ppl
     >>> from ppl import dist
@@ -134,17 +143,40 @@ def _importance(model, key, observations, args, num_particles, proposal, proposa
             constraints = ppl.merge(proposed.choices, observations)
             trace, log_weight = model.generate(model_key, constraints, args)
             log_weight = log_weight - proposed.log_density
-        return ppl.Trace(trace.choices, trace.retval, (), trace.log_density), log_weight
+        return ppl.Trace(trace.choices, trace.retval, (), None), log_weight  # log density: on demand
 
     # Outputs that are the same for every particle are computed and stored once.
     one = lambda k: jax.tree.map(lambda x: x[0], ppl.vmap_particles(particle, 1)(k)[0])
-    flags, once = split_by_dependence(one, key)
+    flags, once, closed = split_by_dependence(one, key)
     flags, treedef = jax.tree.flatten(flags)
+    chunk_size = chunk_size or max(1, CHUNK_BYTES // max(intermediate_bytes(closed.jaxpr), 1))
     varying = lambda k: _varying(particle, k, flags)
     *batched, log_weights = _chunked(varying, key, num_particles, chunk_size)
     batched, once = iter(batched), iter(once)
     particles = jax.tree.unflatten(treedef, [next(batched) if flag else next(once) for flag in flags])
-    return ImportanceResult(particles, log_weights, args, tuple(not flag for flag in flags))
+    return ImportanceResult(particles, log_weights, args, tuple(not flag for flag in flags), model)
+
+
+CHUNK_BYTES = 1 << 30
+
+
+def intermediate_bytes(jaxpr):
+    """The bytes of every value ``jaxpr`` computes (nested jaxprs once), an
+    upper bound on what one evaluation holds before XLA fuses it.
+
+    >>> closed = jax.make_jaxpr(lambda x: jnp.sin(x) * 2.0)(jnp.zeros(10))
+    >>> intermediate_bytes(closed.jaxpr)  # two float32[10]
+    80
+    """
+    total = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            itemsize = getattr(getattr(aval, "dtype", None), "itemsize", 8)
+            total += int(np.prod(getattr(aval, "shape", ()), dtype=int)) * itemsize
+        for sub in sub_jaxprs(eqn.params):
+            total += intermediate_bytes(getattr(sub, "jaxpr", sub))
+    return total
 
 
 def _varying(particle, key, flags):

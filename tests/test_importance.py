@@ -249,13 +249,18 @@ def test_observed_values_under_a_vmapped_cond_are_stored_once():
     assert result.traces.choices["v"]["y"].shape == (64, 3)
 
 
-def test_particles_store_choices_retval_and_log_density_only():
+def test_particles_store_choices_and_retval_only():
     """Traces the GFI makes keep per-choice log densities for update and
-    regenerate; particles do not (a million of them are stored), and resampled
+    regenerate; particles do not (a million of them are stored), nor their
+    joint log density (computed for the traces asked for); resampled
     particles are still moved exactly by regenerate (which scores them once)."""
     result = run_normal(jax.random.key(12), 200)
     particles = result.particles
-    assert len(jax.tree.leaves(particles)) == len(jax.tree.leaves((particles.choices, particles.retval, particles.log_density)))
+    assert particles.log_density is None
+    assert len(jax.tree.leaves(particles)) == len(jax.tree.leaves((particles.choices, particles.retval)))
+    traces = result.traces
+    expected = jax.vmap(lambda c: conjugate_normal.assess(c, (len(YS),))[0])(traces.choices)
+    np.testing.assert_allclose(traces.log_density, expected, rtol=1e-6)
     trace = result.resample(jax.random.key(13), 1)[0]
     new, log_weight = conjugate_normal.regenerate(jax.random.key(14), trace, ppl.select("mu"), (len(YS),))
     likelihood = lambda mu: dist.Normal(mu, S).log_prob(jnp.asarray(YS)).sum()

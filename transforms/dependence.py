@@ -28,12 +28,12 @@ def depends_on_first_input(fn, first, *rest):
 
 
 def split_by_dependence(fn, first, *rest):
-    """``(flags, independent)``: ``flags`` as ``depends_on_first_input``, and
+    """``(flags, independent, closed)``: ``flags`` as ``depends_on_first_input``,
     the values of the output leaves that do not depend on ``first`` (in leaf
     order), computed from the same trace of ``fn`` with everything else
-    dropped, so ``fn`` is traced once.
+    dropped, so ``fn`` is traced once; and that trace (a ``ClosedJaxpr``).
 
-    >>> flags, independent = split_by_dependence(lambda k, x: (k + 1.0, x * 2.0), 1.0, 2.0)
+    >>> flags, independent, _ = split_by_dependence(lambda k, x: (k + 1.0, x * 2.0), 1.0, 2.0)
     >>> flags, [float(v) for v in independent]
     ((True, False), [4.0])
     """
@@ -44,7 +44,7 @@ def split_by_dependence(fn, first, *rest):
     pruned, used_inputs = dce_jaxpr(closed.jaxpr, [not flag for flag in flags])
     inputs = [x for x, used in zip(jax.tree.leaves((first, *rest)), used_inputs) if used]
     independent = jax.core.eval_jaxpr(pruned, closed.consts, *inputs)
-    return jax.tree.unflatten(jax.tree.structure(shape), flags), independent
+    return jax.tree.unflatten(jax.tree.structure(shape), flags), independent, closed
 
 
 # The values of this evaluation are taints: does the value depend on the first input?
