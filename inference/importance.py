@@ -127,7 +127,7 @@ def importance(key, model, args, observations, num_particles, proposal=None, pro
     """
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be a positive Python int, got {num_particles!r}")
-    ppl.errors.check_finite_arguments(args)
+    ppl.validation.check_finite_arguments(args)
     observations = ppl.choicemap.to_arrays(observations)
     return _importance(model, key, observations, tuple(args), num_particles, proposal, tuple(proposal_args), chunk_size)
 

@@ -24,11 +24,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.choicemap import NONE, Selection, by_path, from_paths, to_arrays
-from ppl.errors import AddressError, check_finite_arguments, unknown_addresses_error
+from ppl.choicemap import NONE, Selection, by_path, flatten, from_paths, to_arrays
+from ppl.errors import MissingValueError, unknown_addresses_error
 from ppl.jit import jit_gfi
 from ppl.sites import dropped_log_density, record, reverse_log_density, tracking_changes
 from ppl.trace import Trace, is_static
+from ppl.validation import check_finite_arguments, no_support_checks
 
 __all__ = ["GenerativeFunction", "Call", "Edit", "Prev", "site_log_densities"]
 
@@ -218,9 +219,7 @@ def _with_unknown_addresses(gf, choices, args, run):
     nearest valid address, rather than only which value is missing."""
     try:
         return run()
-    except AddressError as error:
-        if not str(error).startswith("no value for address"):
-            raise
+    except MissingValueError as error:
         unknown, valid = _unvisited(gf, choices, args)
         if not unknown:
             raise
@@ -229,8 +228,6 @@ def _with_unknown_addresses(gf, choices, args, run):
 
 def _unvisited(gf, choices, args):
     """The choice map's addresses that a run of ``gf`` does not make, and those it does."""
-    from ppl.choicemap import flatten
-
     try:
         made = jax.eval_shape(lambda key: gf.simulate(key, args).choices, jax.random.key(0))
     except Exception:  # a model that cannot be simulated (improper priors): no hint
@@ -241,8 +238,6 @@ def _unvisited(gf, choices, args):
 
 def _score_previous(gf, trace):
     """``(used, site log densities)`` of the old trace, by running the model on it."""
-    from ppl.validation import no_support_checks
-
     with no_support_checks():
         old = gf._edit(None, trace.args, trace.choices, None, NONE, ())
     return old.used, old.site_log_densities

@@ -7,7 +7,7 @@ from numpyro.distributions import Distribution, ImproperUniform
 from ppl.checked import check, checking
 from ppl.core import Edit, GenerativeFunction
 from ppl.distribution_spec import log_density_of
-from ppl.errors import AddressError, check_constraint_value, check_support, format_address
+from ppl.errors import MissingValueError, check_constraint_value, check_support, format_address
 from ppl.combinator_context import improper_priors_staged
 from ppl.sample_primitive import bind_sample
 from ppl.sites import changed, mark_changed
@@ -77,7 +77,7 @@ def _old_log_density(distribution, prev):
 def draw(key, distribution, path):
     address = format_address(path)
     if key is None:
-        raise AddressError(f"no value for address {address!r}: assess needs a value for every choice")
+        raise MissingValueError(f"no value for address {address!r}: assess needs a value for every choice")
     if isinstance(distribution, ImproperUniform) and not improper_priors_staged():
         raise ValueError(
             f"address {address!r} has an improper prior ({type(distribution).__name__}): it cannot be "

@@ -12,11 +12,11 @@ __all__ = [
     "ConstraintError",
     "ControlFlowError",
     "ArgumentCountError",
+    "MissingValueError",
     "format_address",
     "check_address_name",
     "unknown_addresses_error",
     "check_constraint_value",
-    "check_finite_arguments",
     "control_flow_error",
 ]
 
@@ -27,6 +27,10 @@ class AddressError(ValueError):
 
 class ConstraintError(ValueError):
     """A constrained (observed) value has the wrong shape, dtype or support."""
+
+
+class MissingValueError(AddressError):
+    """``assess`` (or another complete scoring) met a choice the choice map gives no value."""
 
 
 class ArgumentCountError(TypeError):
@@ -101,31 +105,6 @@ def check_support(value, support, path):
         f"address {format_address(path)!r}: observed value {shown}{where} is outside the support "
         f"of the distribution ({support})"
     )
-
-
-def check_finite_arguments(args, name="args"):
-    """Raise if a concrete floating argument holds NaN or infinity."""
-    for key_path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
-        if isinstance(leaf, jax.core.Tracer) and jnp.issubdtype(leaf.dtype, jnp.inexact):
-            from ppl.checked import check, checking  # staged only under ppl.checked
-
-            if checking():
-                where = f"{name}{jax.tree_util.keystr(key_path)}"
-                check(jnp.isfinite(leaf), f"{where} contains NaN or infinite values: {{value}}", value=leaf)
-        if isinstance(leaf, jax.core.Tracer) or not hasattr(leaf, "dtype"):
-            if isinstance(leaf, float) and not np.isfinite(leaf):
-                raise ValueError(f"{name}{jax.tree_util.keystr(key_path)} is {leaf}: arguments must be finite")
-            continue
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-            from ppl.validation import once_per_array
-
-            once_per_array(leaf, "finite", lambda: _check_finite(leaf, f"{name}{jax.tree_util.keystr(key_path)}"))
-
-
-def _check_finite(leaf, where):
-    # numpy, not jnp: a concrete array closed over by a user's jit would become a tracer in jnp ops.
-    if not np.all(np.isfinite(np.asarray(leaf))):
-        raise ValueError(f"{where} (shape {tuple(leaf.shape)}) contains NaN or infinite values: arguments must be finite")
 
 
 # JAX entry points that start a new trace, by the name of their frame.

@@ -8,7 +8,6 @@ inside models), so no wrapper type such as GenJAX's ``Const`` is needed.
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ppl.checked import checking
@@ -44,8 +43,8 @@ def _checked_outputs(gf, out):
 def _signature(dynamic):
     """What JAX's cache keys a call on: shapes and *canonical* dtypes (a NumPy
     float64 array reuses the float32 trace when x64 is off), weak types."""
-    canonical = lambda x: jax.dtypes.canonicalize_dtype(jnp.result_type(x), allow_extended_dtype=True)
-    return tuple((jnp.shape(x), str(canonical(x)), _weak(x)) for x in dynamic)
+    canonical = lambda dtype: jax.dtypes.canonicalize_dtype(dtype, allow_extended_dtype=True)
+    return tuple((tuple(x.shape), str(canonical(x.dtype)), _weak(x)) for x in dynamic)
 
 
 def _weak(x):

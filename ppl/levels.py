@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from ppl.distribution_spec import log_density_of
 from ppl.joint_sampler import joint_sampler
 
-__all__ = ["Level", "sample_function", "log_prob_function", "active_function"]
+__all__ = ["Level", "over_levels", "level_shape", "sample_function", "log_prob_function", "active_function"]
 
 
 class Level(NamedTuple):
@@ -33,11 +33,25 @@ class Level(NamedTuple):
     joint: bool = False
 
 
-def _vectorise(fn, levels, value_first):
+def over_levels(fn, levels):
+    """``fn(value, active, *leaves)`` of one element, mapped over the levels
+    (the value's leading axes, the leaves' axes as each level batches them).
+
+    >>> over_levels(lambda v, active, *leaves: v * 2.0, (Level(None, (None, None, None), 3),))(jnp.ones(3), True, 0.0, 1.0)
+    Array([2., 2., 2.], dtype=float32)
+    """
     for level in levels:
-        first = 0 if value_first else level.key_axis
-        fn = jax.vmap(fn, in_axes=(first, *level.leaf_axes), axis_size=level.axis_size)
+        fn = jax.vmap(fn, in_axes=(0, *level.leaf_axes), axis_size=level.axis_size)
     return fn
+
+
+def level_shape(levels):
+    """The leading axes the levels give a choice's value (outermost first).
+
+    >>> level_shape((Level(None, (None,), 3), Level(None, (None,), 2)))
+    (2, 3)
+    """
+    return tuple(level.axis_size for level in reversed(levels))
 
 
 def sample_function(spec, levels):
@@ -78,7 +92,7 @@ def log_prob_function(spec, levels):
     def one(value, active, *leaves):
         return jnp.where(active, jnp.sum(log_density_of(spec.rebuild(leaves), value)), 0.0)
 
-    return lambda value, *rest: jnp.sum(_vectorise(one, levels, True)(value, *rest))
+    return lambda value, *rest: jnp.sum(over_levels(one, levels)(value, *rest))
 
 
 def active_function(levels):
@@ -88,4 +102,4 @@ def active_function(levels):
     (3,)
     """
     levels = [l._replace(leaf_axes=l.leaf_axes[:1]) for l in levels]
-    return _vectorise(lambda value, active: jnp.asarray(active, bool), levels, True)
+    return over_levels(lambda value, active: jnp.asarray(active, bool), levels)

@@ -24,7 +24,7 @@ from ppl.combinator_context import active_flag, placement
 from ppl.distribution_spec import flatten_distribution, log_density_of
 from ppl.errors import format_address
 from ppl.joint_sampler import static_result
-from ppl.levels import Level, active_function, log_prob_function, sample_function
+from ppl.levels import Level, active_function, level_shape, log_prob_function, over_levels, sample_function
 
 __all__ = ["sample_p", "bind_sample", "Site"]
 
@@ -41,7 +41,7 @@ def _abstract_eval(key, active, *leaves, spec, levels, **params):
         out = jax.eval_shape(sample_function(spec, levels), *shapes)
     except NotImplementedError:  # no sampler (an improper prior, staged): the shape of its values
         element = static_result(lambda *ls: tuple(spec.rebuild(ls).shape()), spec.example_leaves)
-        shape = tuple(level.axis_size for level in reversed(levels)) + element
+        shape = level_shape(levels) + element
         out = jax.ShapeDtypeStruct(shape, jnp.result_type(float))
     return jax.core.ShapedArray(out.shape, out.dtype)
 
@@ -128,9 +128,7 @@ class Site(NamedTuple):
     def element_log_probs(self, value):
         """Log density of each independent element of ``value`` (scalar events only)."""
         one = lambda v, active, *leaves: jnp.where(active, log_density_of(self.spec.rebuild(leaves), v), 0.0)
-        for level in self.levels:
-            one = jax.vmap(one, in_axes=(0, *level.leaf_axes), axis_size=level.axis_size)
-        return one(value, self.active, *self.leaves)
+        return over_levels(one, self.levels)(value, self.active, *self.leaves)
 
     def per_element(self, fn):
         """``fn(distribution, active)`` for each element of the vmap levels,

@@ -15,7 +15,10 @@ import contextvars
 import weakref
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from ppl.checked import check, checking
 from ppl.choicemap import get
 from ppl.errors import check_support
 
@@ -25,6 +28,7 @@ __all__ = [
     "no_support_checks",
     "run_support_checks",
     "once_per_array",
+    "check_finite_arguments",
 ]
 
 _collectors = contextvars.ContextVar("ppl_support_collectors", default=())
@@ -86,3 +90,24 @@ def once_per_array(value, what, check_fn):
     if len(_passed) > 4096:  # ids of collected arrays are reused: forget them all now and then
         _passed.clear()
     _passed[key] = weakref.ref(value)
+
+
+def check_finite_arguments(args, name="args"):
+    """Raise if a concrete floating argument holds NaN or infinity."""
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
+        if isinstance(leaf, jax.core.Tracer) and jnp.issubdtype(leaf.dtype, jnp.inexact):
+            if checking():  # staged only under ppl.checked
+                where = f"{name}{jax.tree_util.keystr(key_path)}"
+                check(jnp.isfinite(leaf), f"{where} contains NaN or infinite values: {{value}}", value=leaf)
+        if isinstance(leaf, jax.core.Tracer) or not hasattr(leaf, "dtype"):
+            if isinstance(leaf, float) and not np.isfinite(leaf):
+                raise ValueError(f"{name}{jax.tree_util.keystr(key_path)} is {leaf}: arguments must be finite")
+            continue
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            once_per_array(leaf, "finite", lambda: _check_finite(leaf, f"{name}{jax.tree_util.keystr(key_path)}"))
+
+
+def _check_finite(leaf, where):
+    # numpy, not jnp: a concrete array closed over by a user's jit would become a tracer in jnp ops.
+    if not np.all(np.isfinite(np.asarray(leaf))):
+        raise ValueError(f"{where} (shape {tuple(leaf.shape)}) contains NaN or infinite values: arguments must be finite")

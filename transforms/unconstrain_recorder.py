@@ -18,9 +18,10 @@ from numpyro.distributions.transforms import biject_to
 
 from ppl.errors import ConstraintError, format_address
 from ppl.distribution_spec import log_density_of
+from ppl.levels import level_shape, over_levels
 from ppl.transforms.interpret import Recorder, interpret
 
-__all__ = ["Shared", "UnconstrainingRecorder", "run", "level_shape"]
+__all__ = ["Shared", "UnconstrainingRecorder", "run"]
 
 
 class _Element(NamedTuple):
@@ -52,13 +53,6 @@ def _element(spec, address, latent):
     return _Element(facts["shape"], facts["unconstrained"], facts["name"])
 
 
-def _per_element(fn, levels):
-    """``fn(value, active, *leaves)`` of one element, vectorised over the vmap levels."""
-    for level in levels:
-        fn = jax.vmap(fn, in_axes=(0, *level.leaf_axes), axis_size=level.axis_size)
-    return fn
-
-
 def _to_support(spec, levels):
     """``(u, active, *leaves) -> (value, log density + log |det J|)``."""
 
@@ -70,7 +64,7 @@ def _to_support(spec, levels):
         log_det = jnp.sum(transform.log_abs_det_jacobian(u, value))
         return value, jnp.where(active, log_density + log_det, 0.0)
 
-    return _per_element(one, levels)
+    return over_levels(one, levels)
 
 
 def _from_support(spec, levels):
@@ -84,7 +78,7 @@ def _from_support(spec, levels):
         padded = jnp.zeros(jnp.size(value), u.dtype).at[: u.size].set(u)
         return jnp.where(active, padded, jnp.zeros_like(padded)).reshape(jnp.shape(value))
 
-    return _per_element(one, levels)
+    return over_levels(one, levels)
 
 
 class Shared:
@@ -138,10 +132,6 @@ class UnconstrainingRecorder(Recorder):
         value, log_density = _to_support(site.spec, site.levels)(given, site.active, *site.leaves)
         self.log_density = self.log_density + jnp.sum(log_density)
         return value, value
-
-
-def level_shape(levels):
-    return tuple(level.axis_size for level in reversed(levels))
 
 
 def _check_shape(value, levels, element, address):
