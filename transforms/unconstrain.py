@@ -109,10 +109,15 @@ def _unconstrain(static, values, args, observations):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _log_likelihood(static, position, args, observations):
+def _site_densities(static, position, args, observations):
     choices, _ = _constrain(static, position, args, observations)
     full = merge(choices, from_paths(observations))
-    densities = by_path(site_log_densities(static.model, full, join_static(args, static.description)))
+    return site_log_densities(static.model, full, join_static(args, static.description))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _log_likelihood(static, position, args, observations):
+    densities = by_path(_site_densities(static, position, args, observations))
     return from_paths({path: densities[path] for path in static.observed})
 
 
@@ -175,6 +180,11 @@ class Unconstrained:
     def dimension(self):
         return _dimension(self._static)
 
+    @property
+    def observations(self):
+        """The observed values, by path (address tuple -> array)."""
+        return dict(self._observations)
+
     def log_density(self, position):
         """log p(constrain(position), observations) + the log |det J| of the
         bijections: jittable, differentiable, vmappable over positions."""
@@ -213,6 +223,13 @@ class Unconstrained:
         as ``ppl.site_log_densities``), with the leading axes of ``gf.vmap`` /
         ``gf.scan`` elements, so one choice per datum gives pointwise values."""
         return _log_likelihood(self._static, position, self._args, self._observations)
+
+    def site_log_densities(self, position):
+        """The log density of every choice, latent and observed, at
+        ``position`` (``ppl.site_log_densities`` of the constrained choices and
+        the observations; without the Jacobian terms): where a log density is
+        not finite, this says which choice makes it so."""
+        return _site_densities(self._static, position, self._args, self._observations)
 
     def fixed_supports(self):
         """Per latent, the support of its elements where it is the same at

@@ -1,0 +1,195 @@
+"""The high-level calls: ``mcmc.nuts``, ``mcmc.hmc``, ``mcmc.mala`` on a
+model and its observations (through ``ppl.transforms.unconstrain``)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppl.core import as_key
+from ppl.choicemap import filter_choices, select
+from ppl.inference.mcmc.adaptation import ADAPTATIONS
+from ppl.inference.mcmc.chains import check_chain_method
+from ppl.inference.mcmc.hmc import init
+from ppl.inference.mcmc.initialise import check_initial_positions, initial_positions
+from ppl.inference.mcmc.progress import ProgressBar
+from ppl.inference.mcmc.result import MCMCResult
+from ppl.inference.mcmc.sampling import ChainState, Settings, sample_chains
+from ppl.transforms.unconstrain import unconstrain
+
+__all__ = ["nuts", "hmc", "mala"]
+
+
+def nuts(
+    key, model, args, observations, *, num_warmup=1000, num_samples=1000, num_chains=4, target_accept=0.8,
+    max_tree_depth=10, adaptation="stan", dense_mass=False, init_radius=2.0, thinning=1, chain_method="vmap",
+    progress=True, state=None, keep=None,
+):
+    """Draws from ``model(*args)`` conditioned on ``observations`` by the No-U-Turn sampler.
+
+    - ``key``: a JAX key; chain c uses ``split(key, num_chains)[c]``.
+    - ``model``, ``args``, ``observations``: a ``@ppl.gen`` model, its arguments and a
+      choice map of observed values; every other choice is a latent, continuous
+      (discrete latents need a Gibbs block: see ``mcmc.gibbs`` and ``mcmc.cycle``).
+    - ``num_warmup``: transitions of Stan's windowed adaptation (not kept);
+      ``num_samples``: kept draws per chain; ``num_chains``: independent chains.
+    - ``target_accept``: the mean acceptance rate dual averaging aims at (Stan's 0.8).
+    - ``max_tree_depth``: at most 2**max_tree_depth - 1 leapfrog steps per transition.
+    - ``adaptation``: the metric's estimator, ``"stan"`` (Welford on positions) or
+      ``"fisher_diag"`` (nutpie: positions and gradients); ``dense_mass``: a full
+      inverse mass matrix instead of a diagonal (``"stan"`` only).
+    - ``init_radius``: initial positions uniform on (-init_radius, init_radius) in the
+      unconstrained space, retried where the log density or gradient is not finite.
+    - ``thinning``: keep every thinning-th draw; ``keep``: addresses (a list or a
+      ``ppl.Selection``) to keep in ``samples`` (all latents by default).
+    - ``chain_method``: ``"vmap"``, ``"sequential"`` or ``"sharded"`` (chains split across devices).
+    - ``progress``: one progress bar for all chains (use False inside a ``jax.jit``).
+    - ``state``: a previous ``result.state`` to continue those chains (with ``num_warmup=0``
+      the same key continues the same random stream: 500 + 500 draws equal 1000 draws).
+
+    Returns an ``MCMCResult`` (``samples``, ``retvals``, ``stats``, ``state``, ``summary()``,
+    ``to_arviz()``). Compiled once per model, shapes and settings.
+
+    >>> @ppl.gen
+    ... def model():
+    ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ...     ppl.sample("y", dist.Normal(mu, 1.0))
+    >>> result = mcmc.nuts(jax.random.key(0), model, (), {"y": 1.0}, num_warmup=200,
+    ...                    num_samples=200, num_chains=2, progress=False)
+    >>> result.samples["mu"].shape, result.stats["diverging"].shape
+    ((2, 200), (2, 200))
+    >>> bool(abs(result.samples["mu"].mean() - 0.5) < 0.15)  # the posterior is N(0.5, 0.5)
+    True
+    """
+    _check_positive_int(max_tree_depth=max_tree_depth)
+    settings = dict(algorithm="nuts", max_tree_depth=int(max_tree_depth), num_integration_steps=0)
+    return _run(
+        key, model, args, observations, settings, num_warmup, num_samples, num_chains, target_accept, adaptation,
+        dense_mass, init_radius, thinning, chain_method, progress, state, keep, 1.0,
+    )
+
+
+def hmc(
+    key, model, args, observations, *, step_size, num_integration_steps, num_warmup=0, num_samples, num_chains=1,
+    target_accept=0.8, adaptation="stan", dense_mass=False, init_radius=2.0, thinning=1, chain_method="vmap",
+    progress=True, state=None, keep=None,
+):
+    """Hamiltonian Monte Carlo with ``num_integration_steps`` leapfrog steps of
+    ``step_size`` per transition. With ``num_warmup=0`` nothing is adapted (identity
+    metric); with warmup the step size (starting at ``step_size``) and the metric are
+    adapted as in ``nuts``. Other arguments and the result as ``nuts``.
+
+    >>> @ppl.gen
+    ... def model():
+    ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ...     ppl.sample("y", dist.Normal(mu, 1.0))
+    >>> result = mcmc.hmc(jax.random.key(0), model, (), {"y": 1.0}, step_size=0.3,
+    ...                   num_integration_steps=5, num_samples=300, progress=False)
+    >>> result.samples["mu"].shape
+    (1, 300)
+    """
+    _check_positive_int(num_integration_steps=num_integration_steps)
+    settings = dict(algorithm="hmc", max_tree_depth=0, num_integration_steps=int(num_integration_steps))
+    return _run(
+        key, model, args, observations, settings, num_warmup, num_samples, num_chains, target_accept, adaptation,
+        dense_mass, init_radius, thinning, chain_method, progress, state, keep, step_size,
+    )
+
+
+def mala(
+    key, model, args, observations, *, step_size, num_warmup=0, num_samples, num_chains=1, target_accept=0.574,
+    adaptation="stan", init_radius=2.0, thinning=1, chain_method="vmap", progress=True, state=None, keep=None,
+):
+    """The Metropolis-adjusted Langevin algorithm with ``step_size``; with warmup the
+    step size and a diagonal metric are adapted (target acceptance 0.574, the
+    optimal rate of Roberts and Rosenthal 1998). Other arguments and the result as ``nuts``.
+
+    >>> @ppl.gen
+    ... def model():
+    ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ...     ppl.sample("y", dist.Normal(mu, 1.0))
+    >>> result = mcmc.mala(jax.random.key(0), model, (), {"y": 1.0}, step_size=0.5,
+    ...                    num_samples=300, progress=False)
+    >>> result.stats["acceptance_rate"].shape
+    (1, 300)
+    """
+    settings = dict(algorithm="mala", max_tree_depth=0, num_integration_steps=0)
+    return _run(
+        key, model, args, observations, settings, num_warmup, num_samples, num_chains, target_accept, adaptation,
+        False, init_radius, thinning, chain_method, progress, state, keep, step_size,
+    )
+
+
+def _check_positive_int(**named):
+    for name, value in named.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}={value!r}: need an integer >= 1")
+
+
+def _check_settings(num_warmup, num_samples, num_chains, target_accept, adaptation, thinning, chain_method, init_radius):
+    _check_positive_int(num_samples=num_samples, thinning=thinning)
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
+        raise ValueError(f"num_warmup={num_warmup!r}: need an integer >= 0")
+    check_chain_method(chain_method, num_chains)
+    if not 0.0 < float(target_accept) < 1.0:
+        raise ValueError(f"target_accept={target_accept!r}: need a number in (0, 1)")
+    if adaptation not in ADAPTATIONS:
+        raise ValueError(f"adaptation={adaptation!r}: choose one of {ADAPTATIONS}")
+    if not float(init_radius) > 0.0:
+        raise ValueError(f"init_radius={init_radius!r}: need a positive number")
+
+
+def _run(
+    key, model, args, observations, algorithm, num_warmup, num_samples, num_chains, target_accept, adaptation,
+    dense_mass, init_radius, thinning, chain_method, progress, state, keep, step_size,
+):
+    _check_settings(num_warmup, num_samples, num_chains, target_accept, adaptation, thinning, chain_method, init_radius)
+    if adaptation == "fisher_diag" and dense_mass:
+        raise ValueError("adaptation='fisher_diag' estimates a diagonal metric; it takes dense_mass=False")
+    key = as_key(key)
+    target = unconstrain(model, args, observations)
+    if target.dimension == 0:
+        raise ValueError("the model has no latent choices given these observations: there is nothing to sample")
+    chain_keys = jax.random.split(jax.random.fold_in(key, 0), num_chains)
+    chains = _initial_chains(target, key, num_chains, init_radius, dense_mass, step_size) if state is None else state
+    _check_state(chains, target, num_chains)
+    settings = Settings(
+        num_warmup=int(num_warmup), num_samples=int(num_samples), thinning=int(thinning), chain_method=chain_method,
+        adaptation=adaptation, dense_mass=bool(jnp.ndim(chains.inverse_mass_matrix) == 3 or dense_mass),
+        target_accept=float(target_accept), **algorithm,
+    )
+    traced = isinstance(chain_keys, jax.core.Tracer) or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(target))
+    with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description="warmup") as bar:
+        chains, positions, samples, retvals, stats = sample_chains(target, chain_keys, chains, bar.id, settings)
+    return MCMCResult(_kept(samples, keep), retvals, stats, chains, positions, target, algorithm["max_tree_depth"] or None)
+
+
+def _initial_chains(target, key, num_chains, radius, dense_mass, step_size):
+    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), radius, num_chains)
+    check_initial_positions(target, positions, valid, radius)
+    states = jax.vmap(lambda p: init(p, target.log_density))(positions)
+    dtype, n = positions.dtype, target.dimension
+    metric = jnp.eye(n, dtype=dtype) if dense_mass else jnp.ones(n, dtype)
+    return ChainState(
+        states,
+        jnp.full((num_chains,), step_size, dtype),
+        jnp.broadcast_to(metric, (num_chains,) + metric.shape),
+        jnp.zeros((num_chains,), jnp.int32),
+    )
+
+
+def _check_state(chains, target, num_chains):
+    if not isinstance(chains, ChainState):
+        raise TypeError(f"state={type(chains).__name__}: pass the state of an earlier result (result.state)")
+    shape = tuple(jnp.shape(chains.kernel_state.position))
+    if shape != (num_chains, target.dimension):
+        raise ValueError(
+            f"state has positions of shape {shape}; this run needs ({num_chains}, {target.dimension}) "
+            "(num_chains, the model's unconstrained dimension)"
+        )
+
+
+def _kept(samples, keep):
+    if keep is None:
+        return samples
+    selection = select(*keep) if isinstance(keep, (list, tuple)) else keep
+    return filter_choices(samples, selection)

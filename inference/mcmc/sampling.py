@@ -1,0 +1,135 @@
+"""The compiled program behind ``mcmc.nuts`` / ``hmc`` / ``mala``: warmup
+(Stan's windowed adaptation) then sampling, for all chains, in one jitted
+call keyed by the target's static part and the settings, so a second call
+with a new key, or new data of the same shapes, reuses it.
+
+Randomness: chain c's key is ``split(key, num_chains)[c]`` and its t-th
+transition (warmup included) uses ``fold_in(chain key, t)``, so a run
+continued from ``result.state`` with the same key draws exactly what one
+longer run draws.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ppl.inference.mcmc.adaptation import window_adaptation, window_schedule
+from ppl.inference.mcmc.chains import run_sharded, scan_chains
+from ppl.inference.mcmc.hmc import HMCState, hmc_step
+from ppl.inference.mcmc.mala import mala_step
+from ppl.inference.mcmc.nuts import nuts_step
+
+__all__ = ["ChainState", "Settings", "sample_chains", "STATS"]
+
+# ArviZ's sample_stats names recorded per draw, by algorithm.
+STATS = {
+    "nuts": ("diverging", "acceptance_rate", "n_steps", "tree_depth", "step_size", "energy", "lp"),
+    "hmc": ("diverging", "acceptance_rate", "n_steps", "step_size", "energy", "lp"),
+    "mala": ("diverging", "acceptance_rate", "n_steps", "step_size", "lp"),
+}
+
+
+class ChainState(NamedTuple):
+    """Everything a run needs to continue its chains (leading axis: chains):
+    a pytree of arrays, so it can be saved and passed back as ``state=``."""
+
+    kernel_state: HMCState
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+    iteration: jax.Array  # transitions made so far, warmup included
+
+
+class Settings(NamedTuple):
+    """The static choices of a run (hashable: part of the compilation key)."""
+
+    algorithm: str
+    num_warmup: int
+    num_samples: int
+    thinning: int
+    chain_method: str
+    adaptation: str
+    dense_mass: bool
+    target_accept: float
+    max_tree_depth: int
+    num_integration_steps: int
+
+
+def _transition(settings, log_density_fn, key, state, step_size, inverse_mass_matrix):
+    """One transition of the algorithm; returns the new state and its stats."""
+    if settings.algorithm == "nuts":
+        state, info = nuts_step(key, state, log_density_fn, step_size, inverse_mass_matrix, settings.max_tree_depth)
+        stats = dict(n_steps=info.num_integration_steps, tree_depth=info.tree_depth, energy=info.energy)
+    elif settings.algorithm == "hmc":
+        state, info = hmc_step(key, state, log_density_fn, step_size, inverse_mass_matrix, settings.num_integration_steps)
+        stats = dict(n_steps=info.num_integration_steps, energy=info.energy)
+    else:
+        state, info = mala_step(key, state, log_density_fn, step_size, inverse_mass_matrix)
+        stats = dict(n_steps=jnp.ones((), jnp.int32))
+    stats.update(diverging=info.is_divergent, acceptance_rate=info.acceptance_rate, step_size=step_size, lp=state.log_density)
+    return state, stats
+
+
+def _warmup(settings, log_density_fn, chain_keys, chains, bar_id):
+    init, update, final = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept)
+
+    def start(chain_key, chain):
+        key = jax.random.fold_in(jax.random.fold_in(chain_key, chain.iteration), 1)
+        return init(key, chain.kernel_state, log_density_fn, chain.step_size, chain.inverse_mass_matrix)
+
+    def transition(carry, flags):
+        chain_key, chain, adapt = carry
+        step_key, adapt_key = jax.random.split(jax.random.fold_in(chain_key, chain.iteration))
+        state, stats = _transition(settings, log_density_fn, step_key, chain.kernel_state, adapt.step_size, adapt.inverse_mass_matrix)
+        adapt = update(adapt_key, adapt, flags, state, stats["acceptance_rate"], log_density_fn)
+        chain = chain._replace(kernel_state=state, iteration=chain.iteration + 1)
+        return (chain_key, chain, adapt), (None, stats["diverging"])
+
+    adapts = jax.vmap(start)(chain_keys, chains)
+    flags = jnp.asarray(window_schedule(settings.num_warmup))
+    (_, chains, adapts), _ = scan_chains(
+        transition, (chain_keys, chains, adapts), settings.num_warmup, settings.chain_method, bar_id, 0, 0, flags
+    )
+    step_size, inverse_mass_matrix = jax.vmap(final)(adapts)
+    return chains._replace(step_size=step_size, inverse_mass_matrix=inverse_mass_matrix)
+
+
+def _sample(settings, log_density_fn, chain_keys, chains, bar_id):
+    def one_transition(carry, _):
+        chain_key, chain = carry
+        key = jax.random.fold_in(chain_key, chain.iteration)
+        state, stats = _transition(settings, log_density_fn, key, chain.kernel_state, chain.step_size, chain.inverse_mass_matrix)
+        return (chain_key, chain._replace(kernel_state=state, iteration=chain.iteration + 1)), stats
+
+    def transition(carry, _):  # ``thinning`` transitions per kept draw
+        carry, stats = jax.lax.scan(one_transition, carry, None, settings.thinning)
+        kept = jax.tree.map(lambda a: a[-1], stats)
+        kept.update(diverging=jnp.any(stats["diverging"]), n_steps=jnp.sum(stats["n_steps"]))
+        return carry, ((carry[1].kernel_state.position, kept), kept["diverging"])
+
+    (_, chains), (outputs, _) = scan_chains(
+        transition, (chain_keys, chains), settings.num_samples, settings.chain_method, bar_id, 1,
+        settings.num_warmup,
+    )
+    positions, stats = outputs
+    return chains, positions, stats
+
+
+def _all_chains(settings, target, chain_keys, chains, bar_id):
+    log_density_fn = target.log_density
+    if settings.num_warmup:
+        chains = _warmup(settings, log_density_fn, chain_keys, chains, bar_id)
+    chains, positions, stats = _sample(settings, log_density_fn, chain_keys, chains, bar_id)
+    samples, retvals = jax.vmap(jax.vmap(target.constrain))(positions)
+    return chains, positions, samples, retvals, stats
+
+
+@functools.partial(jax.jit, static_argnames="settings")
+def sample_chains(target, chain_keys, chains, bar_id, settings):
+    """Warmup and sampling of every chain: ``(final ChainState, positions,
+    samples, retvals, stats)``, leading axes (chains, draws)."""
+    program = functools.partial(_all_chains, settings, target)
+    if settings.chain_method == "sharded":
+        return run_sharded(lambda keys, chains: program(keys, chains, bar_id), chain_keys, chains)
+    return program(chain_keys, chains, bar_id)
