@@ -67,6 +67,18 @@ def _to_support(spec, levels):
     return over_levels(one, levels)
 
 
+def _masked_log_density(spec, levels):
+    """``(value, active, *leaves) -> log density``, -inf outside the support."""
+
+    def one(value, active, *leaves):
+        distribution = spec.rebuild(leaves)
+        log_density = jnp.sum(log_density_of(distribution, value, validate=False))
+        inside = jnp.all(distribution.support.check(value))
+        return jnp.where(active, jnp.where(inside, log_density, -jnp.inf), 0.0)
+
+    return over_levels(one, levels)
+
+
 def _from_support(spec, levels):
     """``(value, active, *leaves) -> u``, raveled into the first entries of an
     array shaped like ``value`` (an unconstrained element is never larger),
@@ -115,11 +127,24 @@ class UnconstrainingRecorder(Recorder):
         else:
             self.shared.latents.setdefault(address, (spec, levels, element))
             self.shared.leaves[address] = (site.leaves, self.outermost)
-        if observed or element.unconstrained_shape is None:  # a discrete latent is reported after discovery
+        if observed:
+            return self._observed(site)
+        if element.unconstrained_shape is None:  # a discrete latent is reported after discovery
             return super().sample(site)
         value, recorded = self._latent(site, element)
         self.record(address, recorded, site.element_active(value))
         self.sites[address] = (len(levels), site.placement)
+        return value
+
+    def _observed(self, site):
+        """An observed value, its log density -inf where it leaves the support
+        (masked here, since the staged distributions do not validate)."""
+        value = self.constraints[site.address]
+        log_density = jnp.sum(_masked_log_density(site.spec, site.levels)(value, site.active, *site.leaves))
+        self.log_density = self.log_density + log_density
+        self.kept = self.kept + log_density
+        self.record(site.address, value, site.element_active(value))
+        self.sites[site.address] = (len(site.levels), site.placement)
         return value
 
     def _latent(self, site, element):

@@ -1,0 +1,154 @@
+"""HMC, NUTS and MALA through the high-level calls, against exact posteriors
+with tolerances from the Monte Carlo standard error (ESS-based, ArviZ)."""
+
+import arviz
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ppl
+from ppl import dist
+from ppl.inference import mcmc
+
+K = 5  # standard errors
+
+
+def _mcse_mean(draws):
+    """MCSE of the mean of (chains, draws) from ArviZ's bulk ESS."""
+    draws = np.asarray(draws, np.float64)
+    return float(arviz.mcse(draws, method="mean"))
+
+
+def assert_mean(draws, truth, what):
+    draws = np.asarray(draws, np.float64)
+    se = _mcse_mean(draws)
+    assert abs(draws.mean() - truth) < K * se, f"{what}: mean {draws.mean():.4f}, exact {truth:.4f}, MCSE {se:.4f}"
+
+
+def assert_variance(draws, truth, what):
+    """The second central moment as a mean of (x - exact mean)^2 ... gated by its own MCSE."""
+    draws = np.asarray(draws, np.float64)
+    squares = (draws - draws.mean()) ** 2
+    se = _mcse_mean(squares)
+    assert abs(squares.mean() - truth) < K * se + 1e-3 * truth, f"{what}: variance {squares.mean():.4f}, exact {truth:.4f}, MCSE {se:.4f}"
+
+
+@ppl.gen
+def normal_model(n):
+    mu = ppl.sample("mu", dist.Normal(1.0, 2.0))
+    ppl.sample("y", dist.Normal(mu, 0.5).expand([n]))
+    return 3.0 * mu
+
+
+YS = jnp.array([0.3, 1.4, 0.9, 2.2, 1.1, 0.6])
+
+
+def _normal_posterior():
+    precision = 1 / 2.0**2 + len(YS) / 0.5**2
+    mean = (1.0 / 2.0**2 + float(YS.sum()) / 0.5**2) / precision
+    return mean, 1 / precision
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda key: mcmc.nuts(key, normal_model, (6,), {"y": YS}, num_warmup=300, num_samples=1000, num_chains=4, progress=False),
+        lambda key: mcmc.hmc(key, normal_model, (6,), {"y": YS}, step_size=0.1, num_integration_steps=8, num_samples=1500, num_chains=4, progress=False),
+        lambda key: mcmc.mala(key, normal_model, (6,), {"y": YS}, step_size=0.25, num_warmup=300, num_samples=3000, num_chains=4, progress=False),
+    ],
+    ids=["nuts", "hmc", "mala"],
+)
+def test_conjugate_normal(run):
+    result = run(jax.random.key(0))
+    mean, variance = _normal_posterior()
+    assert result.samples["mu"].shape[:1] == (4,)
+    assert_mean(result.samples["mu"], mean, "mu")
+    assert_variance(result.samples["mu"], variance, "mu")
+    np.testing.assert_allclose(result.retvals, 3.0 * result.samples["mu"], rtol=1e-6)
+    assert not bool(result.stats["diverging"].any())
+
+
+@ppl.gen
+def beta_binomial():
+    p = ppl.sample("p", dist.Beta(2.0, 3.0))
+    ppl.sample("k", dist.Binomial(20, p))
+
+
+@ppl.gen
+def dirichlet_multinomial():
+    probs = ppl.sample("probs", dist.Dirichlet(jnp.array([1.0, 2.0, 3.0])))
+    ppl.sample("counts", dist.Multinomial(10, probs))
+
+
+@ppl.gen
+def dependent_bound():
+    a = ppl.sample("a", dist.Uniform(0.0, 1.0))
+    ppl.sample("b", dist.Uniform(0.0, 1.0 - a))
+
+
+def test_constrained_supports():
+    """Positive-interval (Beta, asymmetric: posterior Beta(5, 20)), simplex
+    (Dirichlet(1+2, 2+3, 3+5)) and a bound that depends on another choice
+    (E[b] = E[(1 - a) / 2] = 1/4): exact means."""
+    key = jax.random.key(1)
+    settings = dict(num_warmup=400, num_samples=1000, num_chains=4, progress=False)
+    p = mcmc.nuts(key, beta_binomial, (), {"k": 3}, **settings).samples["p"]
+    assert_mean(p, 5 / 25, "p")
+    assert_variance(p, 5 * 20 / (25**2 * 26), "p")
+    probs = mcmc.nuts(key, dirichlet_multinomial, (), {"counts": jnp.array([2.0, 3.0, 5.0])}, **settings).samples["probs"]
+    assert probs.shape == (4, 1000, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    for i, alpha in enumerate([3.0, 5.0, 8.0]):
+        assert_mean(probs[..., i], alpha / 16.0, f"probs[{i}]")
+    draws = mcmc.nuts(key, dependent_bound, (), {}, **settings).samples
+    assert bool(jnp.all(draws["b"] <= 1.0 - draws["a"]))
+    assert_mean(draws["a"], 0.5, "a")
+    assert_mean(draws["b"], 0.25, "b")
+
+
+COVARIANCE = jnp.array([[1.0, 0.95 * 3.0], [0.95 * 3.0, 9.0]])
+
+
+@ppl.gen
+def correlated():
+    ppl.sample("x", dist.MultivariateNormal(jnp.array([1.0, -2.0]), COVARIANCE))
+
+
+def test_correlated_gaussian_dense_mass():
+    result = mcmc.nuts(jax.random.key(2), correlated, (), {}, num_warmup=500, num_samples=1000, num_chains=4, dense_mass=True, progress=False)
+    x = result.samples["x"]
+    assert_mean(x[..., 0], 1.0, "x[0]")
+    assert_mean(x[..., 1], -2.0, "x[1]")
+    assert_variance(x[..., 1], 9.0, "x[1]")
+    # the adapted inverse mass matrix estimates the posterior covariance
+    np.testing.assert_allclose(result.state.inverse_mass_matrix.mean(0), COVARIANCE, rtol=0.25, atol=0.3)
+    assert result.state.inverse_mass_matrix.shape == (4, 2, 2)
+
+
+EIGHT_Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+EIGHT_SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+@ppl.gen
+def school(mu, tau, sigma):
+    theta = ppl.sample("theta", dist.Normal(mu, tau))
+    ppl.sample("y", dist.Normal(theta, sigma))
+
+
+@ppl.gen
+def eight_schools_centred(sigma):
+    mu = ppl.sample("mu", dist.Normal(0.0, 5.0))
+    tau = ppl.sample("tau", dist.HalfCauchy(5.0))
+    ppl.sample("schools", school.vmap(in_axes=(None, None, 0))(mu, tau, sigma))
+
+
+def test_funnel_divergences_are_reported():
+    """The centred eight schools is a funnel in (tau, theta): NUTS diverges there."""
+    observations = {"schools": {"y": EIGHT_Y}}
+    result = mcmc.nuts(jax.random.key(3), eight_schools_centred, (EIGHT_SIGMA,), observations, num_warmup=300,
+                       num_samples=300, num_chains=2, progress=False)
+    assert int(result.stats["diverging"].sum()) > 0
+    assert set(result.stats) == {"diverging", "acceptance_rate", "n_steps", "tree_depth", "step_size", "energy", "lp"}
+    assert result.stats["tree_depth"].max() <= 10
+    assert result.samples["schools"]["theta"].shape == (2, 300, 8)

@@ -1,0 +1,136 @@
+"""The MCMC runner's contract: compiled once, continued bit for bit, usable
+inside jit, sharded like vmapped, and clear errors for bad input."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ppl
+from ppl import dist
+from ppl.inference import mcmc
+from ppl.inference.mcmc.sampling import sample_chains
+
+
+@ppl.gen
+def model(n):
+    mu = ppl.sample("mu", dist.Normal(0.0, 2.0))
+    scale = ppl.sample("scale", dist.HalfNormal(1.0))
+    ppl.sample("y", dist.Normal(mu, scale).expand([n]))
+    return mu / scale
+
+
+YS = jnp.array([0.3, 1.4, 0.9, 2.2, 1.1, 0.6])
+SETTINGS = dict(num_warmup=100, num_chains=2, progress=False)
+
+
+def test_second_call_does_not_retrace():
+    mcmc.nuts(jax.random.key(0), model, (6,), {"y": YS}, num_samples=50, **SETTINGS)
+    compiled = sample_chains._cache_size()
+    result = mcmc.nuts(jax.random.key(1), model, (6,), {"y": YS + 1.0}, num_samples=50, **SETTINGS)
+    assert sample_chains._cache_size() == compiled
+    assert result.samples["mu"].shape == (2, 50)
+
+
+def test_continued_run_equals_one_long_run():
+    key, observations = jax.random.key(2), {"y": YS}
+    whole = mcmc.nuts(key, model, (6,), observations, num_samples=200, **SETTINGS)
+    first = mcmc.nuts(key, model, (6,), observations, num_samples=100, **SETTINGS)
+    # the state is a pytree of arrays: save it as numpy and continue from the copy
+    saved = jax.tree.map(np.asarray, first.state)
+    settings = dict(SETTINGS, num_warmup=0)
+    second = mcmc.nuts(key, model, (6,), observations, num_samples=100, state=saved, **settings)
+    for name in ("mu", "scale"):
+        joined = np.concatenate([first.samples[name], second.samples[name]], axis=1)
+        np.testing.assert_array_equal(joined, whole.samples[name])
+    np.testing.assert_array_equal(np.concatenate([first.stats["n_steps"], second.stats["n_steps"]], 1), whole.stats["n_steps"])
+    np.testing.assert_array_equal(second.state.iteration, whole.state.iteration)
+
+
+def test_inside_user_jit_thinning_and_keep():
+    @jax.jit
+    def posterior_mean(key, ys):
+        result = mcmc.nuts(key, model, (6,), {"y": ys}, num_samples=100, thinning=2, keep=["mu"], **SETTINGS)
+        return result.samples, result.retvals
+
+    samples, retvals = posterior_mean(jax.random.key(3), YS)
+    assert set(samples) == {"mu"} and samples["mu"].shape == (2, 100) and retvals.shape == (2, 100)
+
+
+def test_hmc_without_warmup_adapts_nothing():
+    result = mcmc.hmc(jax.random.key(4), model, (6,), {"y": YS}, step_size=0.05, num_integration_steps=7,
+                      num_samples=20, progress=False)
+    np.testing.assert_array_equal(result.stats["step_size"], np.float32(0.05))
+    np.testing.assert_array_equal(result.state.inverse_mass_matrix, 1.0)
+    np.testing.assert_array_equal(result.stats["n_steps"], 7)
+
+
+@ppl.gen
+def with_discrete():
+    z = ppl.sample("z", dist.Bernoulli(0.5))
+    ppl.sample("y", dist.Normal(z, 1.0))
+
+
+@ppl.gen
+def no_latents():
+    ppl.sample("y", dist.Normal(0.0, 1.0))
+
+
+@ppl.gen
+def bounded():
+    low = ppl.sample("low", dist.Normal(0.0, 1.0))
+    ppl.sample("y", dist.Uniform(low - 10.0, low - 9.0))
+
+
+def test_errors_name_the_fault():
+    run = lambda *a, **k: mcmc.nuts(jax.random.key(0), *a, num_warmup=10, num_samples=10, progress=False, **k)
+    with pytest.raises(TypeError, match="'z' \\(BernoulliProbs\\).*Gibbs"):
+        run(with_discrete, (), {"y": 0.5})
+    with pytest.raises(ValueError, match="no latent choices"):
+        run(no_latents, (), {"y": 0.5})
+    with pytest.raises(ValueError, match="num_chains=0"):
+        run(model, (6,), {"y": YS}, num_chains=0)
+    with pytest.raises(ValueError, match="chain_method='parallel'"):
+        run(model, (6,), {"y": YS}, chain_method="parallel")
+    with pytest.raises(ValueError, match="adaptation='nutpie'"):
+        run(model, (6,), {"y": YS}, adaptation="nutpie")
+    # y = 0.5 is outside (low - 10, low - 9) for every low the initialisation can draw
+    with pytest.raises(mcmc.InitializationError, match="chain\\(s\\) \\[0, 1, 2, 3\\].*'y' \\(observed\\) is -inf"):
+        run(bounded, (), {"y": 0.5})
+    with pytest.raises(ValueError, match="state has positions of shape \\(2, 2\\); this run needs \\(4, 2\\)"):
+        state = run(model, (6,), {"y": YS}, num_chains=2).state
+        run(model, (6,), {"y": YS}, state=state)
+
+
+SHARDED = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np, ppl
+    from ppl import dist
+    from ppl.inference import mcmc
+    assert jax.device_count() == 4, jax.devices()
+
+    @ppl.gen
+    def model():
+        mu = ppl.sample("mu", dist.Normal(0.0, 2.0))
+        ppl.sample("y", dist.Normal(mu, 1.0).expand([3]))
+
+    run = lambda method: mcmc.nuts(jax.random.key(7), model, (), {"y": jnp.array([0.5, 1.0, 2.0])}, num_warmup=50,
+                                   num_samples=50, num_chains=4, chain_method=method, progress=False)
+    sharded, vmapped = run("sharded"), run("vmap")
+    assert len(sharded.samples["mu"].sharding.device_set) == 4
+    np.testing.assert_allclose(sharded.samples["mu"], vmapped.samples["mu"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(sharded.stats["n_steps"], vmapped.stats["n_steps"])
+    print("ok")
+    """
+)
+
+
+def test_sharded_chains_equal_vmapped_chains():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
