@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-FILES = ["x64_checks.py", "test_gfi_laws.py"]
+FILES = [  # x64_mcmc_checks: NUTS on a float64 Gaussian process
+    "x64_checks.py", "x64_mcmc_checks.py", "test_gfi_laws.py"]
 
 
 def test_the_float64_suite_passes():
