@@ -9,12 +9,15 @@ from ppl.inference.mcmc.kernel import Kernel
 from ppl.inference.mcmc.mala import MALAInfo, mala_kernel, mala_step
 from ppl.inference.mcmc.nuts import NUTSInfo, nuts_kernel, nuts_step
 from ppl.inference.mcmc.result import MCMCResult
+from ppl.inference.mcmc.runner import RunState, run
 from ppl.inference.mcmc.sampling import ChainState
 
 __all__ = [
     "nuts",
     "hmc",
     "mala",
+    "run",
+    "RunState",
     "MCMCResult",
     "ChainState",
     "InitializationError",
