@@ -134,3 +134,35 @@ def test_sharded_chains_equal_vmapped_chains():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+@ppl.gen
+def row(x, slope):
+    ppl.sample("y", dist.Normal(slope * x, 1.0))
+
+
+@ppl.gen
+def regression(xs):
+    slope = ppl.sample("slope", dist.Normal(0.0, 1.0))
+    ppl.sample("rows", row.vmap(in_axes=(0, None))(xs, slope))
+    return {"double": 2.0 * slope}
+
+
+def test_to_arviz_and_loo_with_progress_bar(capsys):
+    xs = jnp.linspace(-1.0, 1.0, 20)
+    ys = 0.7 * xs + jax.random.normal(jax.random.key(0), xs.shape)
+    result = mcmc.nuts(jax.random.key(5), regression, (xs,), {"rows": {"y": ys}}, num_warmup=100, num_samples=100,
+                       num_chains=2, progress=True)
+    assert "sampling" in capsys.readouterr().err  # the bar ran, from inside the compiled loop
+    data = result.to_arviz()
+    assert data.posterior["slope"].shape == (2, 100)
+    np.testing.assert_allclose(data.posterior["retval/double"], 2.0 * data.posterior["slope"], rtol=1e-6)
+    assert data.log_likelihood["rows/y"].shape == (2, 100, 20)  # pointwise: one observed choice per row
+    np.testing.assert_allclose(data.observed_data["rows/y"], ys)
+    assert set(data.sample_stats) >= {"diverging", "tree_depth", "lp"}
+    import arviz
+
+    loo = arviz.loo(data)
+    assert np.isfinite(loo.elpd_loo)
+    pointwise = jax.vmap(jax.vmap(lambda s: dist.Normal(s * xs, 1.0).log_prob(ys)))(result.samples["slope"])
+    np.testing.assert_allclose(data.log_likelihood["rows/y"], pointwise, rtol=1e-5, atol=1e-5)
