@@ -57,7 +57,7 @@ def scan_chains(transition, carry, length, chain_method, bar_id, phase, done_bef
     def split(inp):
         return (inp, None) if xs is None else inp
 
-    if chain_method == "sequential":
+    if chain_method == "sequential" or num_chains == 1:  # one chain: no batching of its while loops
 
         def one_chain(chain):
             chain_carry, index = chain
