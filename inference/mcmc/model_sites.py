@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.choicemap import as_path
+from ppl.choicemap import as_path, by_path, from_paths, get
 from ppl.errors import AddressError, format_address
 from ppl.factor_primitive import factor_p
 from ppl.sample_primitive import sample_p
-from ppl.transforms import choice_sites, stage
+from ppl.transforms import choice_sites, depends_on_first_input, stage
 
-__all__ = ["ChoiceSite", "model_sites", "site_at", "finite_support"]
+__all__ = ["ChoiceSite", "model_sites", "site_at", "finite_support", "choices_moved_by"]
 
 
 class ChoiceSite(NamedTuple):
@@ -157,3 +157,27 @@ def site_at(sites, address):
             f"its choices: {', '.join(map(repr, sorted(valid))) or 'none'}"
         )
     return sites[path]
+
+
+def choices_moved_by(model, trace, address):
+    """The addresses (tuples) of the trace's other choices whose values
+    ``update`` changes when the value at ``address`` changes: those of the
+    ``ppl.cond`` / ``ppl.switch`` branches it chooses between (the branch
+    not taken holds zeros), and factors. Found from the dependence of
+    ``update``'s new choices on the value (conservative: when unsure, moved).
+
+    >>> @ppl.gen
+    ... def model():
+    ...     wide = ppl.sample("wide", dist.Bernoulli(0.1))
+    ...     wide_scale = ppl.gen(lambda: ppl.sample("scale", dist.HalfNormal(5.0)))
+    ...     narrow_scale = ppl.gen(lambda: 0.1)
+    ...     scale = ppl.sample("s", ppl.cond(wide, wide_scale, narrow_scale))
+    ...     ppl.sample("y", dist.Normal(0.0, scale))
+    >>> trace = model.simulate(jax.random.key(0), ())
+    >>> choices_moved_by(model, trace, "wide")
+    [('s', 'scale')]
+    """
+    path = as_path(address)
+    moved = lambda value: model.update(jax.random.key(0), trace, from_paths({path: value}), trace.args)[0].choices
+    flags = depends_on_first_input(moved, get(trace.choices, path))
+    return [p for p, flag in by_path(flags).items() if flag and p != path]

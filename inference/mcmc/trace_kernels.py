@@ -20,7 +20,7 @@ from ppl.choicemap import Selection, as_path, by_path, flatten, from_paths, get,
 from ppl.core import site_log_densities
 from ppl.errors import AddressError, format_address
 from ppl.inference.mcmc.kernel import Kernel
-from ppl.inference.mcmc.model_sites import finite_support, model_sites, site_at
+from ppl.inference.mcmc.model_sites import choices_moved_by, finite_support, model_sites, site_at
 from ppl.levels import level_shape
 
 __all__ = ["MHState", "MHInfo", "GibbsState", "GibbsInfo", "mh", "gibbs", "metropolis_accept", "as_selection"]
@@ -185,6 +185,10 @@ def gibbs(model, address, support=None):
     (its observation ``y[i]``), and no choice outside the vmap depends on it
     (a model that passes the vmap's return value on to later choices breaks it).
 
+    The choice must not pick a ``ppl.cond`` / ``ppl.switch`` branch that makes
+    choices (they have no value in the other branch, so there is no
+    conditional given them): that is an error naming them.
+
     ``init(trace) -> GibbsState``; ``step(key, state) -> (GibbsState, GibbsInfo)``.
 
     >>> @ppl.gen
@@ -203,6 +207,8 @@ def gibbs(model, address, support=None):
     def step(key, state):
         trace = state.trace
         site = site_at(model_sites(model, trace.args), path)
+        if site.is_factor:
+            raise TypeError(f"address {format_address(path)!r} is a factor (ppl.factor), not a random choice")
         values = finite_support(site) if explicit is None else explicit
         current = get(trace.choices, path)
         element_shape = level_shape(site.levels)
@@ -212,6 +218,7 @@ def gibbs(model, address, support=None):
                 "enumerative Gibbs moves a scalar choice, or the elements of a gf.vmap one at a time"
             )
         values = values.astype(jnp.result_type(current))
+        _check_fixed_structure(model, trace, path)
         if not element_shape:
             return _scalar_step(model, path, values, key, trace)
         _check_no_element_factors(model, trace, path, len(element_shape))
@@ -246,6 +253,20 @@ def _elementwise_step(model, path, values, element_shape, key, trace):
 
 def _sum_trailing(x, num_leading):
     return jnp.sum(x, axis=tuple(range(num_leading, jnp.ndim(x))))
+
+
+def _check_fixed_structure(model, trace, path):
+    """A choice that decides a ``ppl.cond`` / ``ppl.switch`` branch making choices
+    has no Gibbs conditional given them (they exist in one branch only)."""
+    factors = {a for a, site in model_sites(model, trace.args).items() if site.is_factor}
+    moved = [format_address(p) for p in choices_moved_by(model, trace, path) if p not in factors]
+    if moved:
+        named = ", ".join(map(repr, moved))
+        raise TypeError(
+            f"gibbs on {format_address(path)!r}: the choices {named} change with its value (it picks a "
+            "ppl.cond / ppl.switch branch that makes them), so it has no conditional given them; move them "
+            f"together: mh(model, [{format_address(path)!r}, {named}]), or an involutive move"
+        )
 
 
 def _check_no_element_factors(model, trace, path, num_axes):
