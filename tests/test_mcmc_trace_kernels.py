@@ -377,6 +377,17 @@ def maybe_outlier():
     ppl.sample("y", dist.Normal(0.0, scale))
 
 
+@ppl.gen
+def coin():
+    return ppl.sample("z", dist.Bernoulli(0.3))
+
+
+@ppl.gen
+def coupled_coins():
+    coins = ppl.sample("coins", coin.repeat(4)())
+    ppl.sample("total", dist.Normal(jnp.sum(coins), 1.0))
+
+
 def test_errors_of_supports_and_blocks():
     trace, _ = switch_model.generate(jax.random.key(0), {"y": jnp.asarray(SWITCH_Y), "counts": jnp.asarray(COUNTS, jnp.float32)}, ())
     step = lambda kernel, trace=trace: kernel.step(jax.random.key(1), kernel.init(trace))
@@ -389,6 +400,9 @@ def test_errors_of_supports_and_blocks():
     outlier_trace, _ = maybe_outlier.generate(jax.random.key(0), {"y": 0.3}, ())
     with pytest.raises(TypeError, match="gibbs on 'outlier': the choices 'scale/scale' change with its value"):
         step(mcmc.gibbs(maybe_outlier, "outlier"), outlier_trace)
+    coupled_trace, _ = coupled_coins.generate(jax.random.key(0), {"total": 2.0}, ())
+    with pytest.raises(TypeError, match="elements of 'coins/z': the density of 'total', outside their vmap, depends on them"):
+        step(mcmc.gibbs(coupled_coins, "coins/z"), coupled_trace)
     bounded_trace, _ = bounded.generate(jax.random.key(0), {"y": 2.5}, (jnp.asarray(3),))
     with pytest.raises(TypeError, match="address 'k': the support of DiscreteUniform depends on traced parameters"):
         step(mcmc.gibbs(bounded, "k"), bounded_trace)

@@ -19,9 +19,10 @@ from ppl.inference.mcmc.compose import (
     mixture,
     on_trace,
 )
+from ppl.inference.mcmc.gibbs import GibbsInfo, GibbsState, gibbs
 from ppl.inference.mcmc.involutive import involutive
 from ppl.inference.mcmc.kernel import Kernel
-from ppl.inference.mcmc.trace_kernels import GibbsInfo, GibbsState, MHInfo, MHState, gibbs, mh
+from ppl.inference.mcmc.trace_kernels import MHInfo, MHState, mh
 
 __all__ = [
     "Kernel",
