@@ -32,7 +32,6 @@ class GibbsInfo(NamedTuple):
     conditional_probabilities: Any
 
 
-
 def gibbs(model, address, support=None):
     """Enumerative Gibbs on a finite discrete choice: every value of its
     support is scored with the model and the new value is drawn from the
@@ -84,7 +83,7 @@ def gibbs(model, address, support=None):
         if tuple(jnp.shape(current)) != element_shape:
             raise TypeError(
                 f"address {format_address(path)!r}: one choice holds an array of shape {jnp.shape(current)}; "
-                "enumerative Gibbs moves a scalar choice, or the elements of a gf.vmap one at a time"
+                "enumerative Gibbs moves a scalar choice, or the scalar elements of a gf.vmap (each from its own conditional)"
             )
         values = values.astype(jnp.result_type(current))
         _check_fixed_structure(model, trace, path)

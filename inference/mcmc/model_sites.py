@@ -110,7 +110,7 @@ def finite_support(site):
         shape = tuple(first.batch_shape + first.event_shape)
         raise TypeError(
             f"address {name!r}: one choice holds an array of shape {shape} (an .expand / .to_event site); "
-            "enumerative Gibbs moves a scalar choice, or the elements of a gf.vmap one at a time"
+            "enumerative Gibbs moves a scalar choice, or the scalar elements of a gf.vmap (each from its own conditional)"
         )
     with jax.ensure_compile_time_eval():  # concrete: the templates and constants hold no tracer
         try:
