@@ -16,13 +16,15 @@ autocorrelations is truncated by Geyer's initial monotone sequence.
 summarises weighted draws (importance sampling).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
 import ppl
-from ppl.inference.summary_table import Summary
+from ppl.inference.summary_table import Summary, _count, _flagged, _row_names, _sampler_warnings
 
 __all__ = ["rhat", "ess_bulk", "ess_tail", "ess_mean", "mcse_mean", "mcse_sd", "summary", "Summary"]
 
@@ -54,7 +56,7 @@ def ess_bulk(x):
     >>> bool(3000 < ess_bulk(x) < 5000)  # independent draws: about 4000
     True
     """
-    return _per_scalar(lambda chains: _ess(_z_scale(_split(chains))), x, "ess_bulk")
+    return _per_scalar(_ess_bulk, x, "ess_bulk")
 
 
 def ess_tail(x):
@@ -77,7 +79,7 @@ def ess_mean(x):
     >>> bool(ess_mean(x) < 100)
     True
     """
-    return _per_scalar(lambda chains: _ess(_split(chains)), x, "ess_mean")
+    return _per_scalar(_ess_mean, x, "ess_mean")
 
 
 def mcse_mean(x):
@@ -116,14 +118,20 @@ def _per_scalar(fn, x, who, min_chains=1):
             f"{who}: expected draws with leading axes (chains, draws, *event), got shape {x.shape}; "
             "for a single chain of draws pass x[None]"
         )
-    x = x.astype(jnp.promote_types(x.dtype, jnp.result_type(float)))
+    dtype = jnp.promote_types(x.dtype, jnp.result_type(float))
     chains, draws, *event = x.shape
     if chains < min_chains or draws < MIN_DRAWS:
-        return jnp.full(event, jnp.nan, x.dtype)
-    columns = x.reshape(chains, draws, -1)
-    values = jax.vmap(fn, in_axes=2)(columns)
-    values = jnp.where(jnp.isnan(columns).any(axis=(0, 1)), jnp.nan, values)
-    return values.reshape(event).astype(x.dtype)
+        return jnp.full(event, jnp.nan, dtype)
+    return _columnwise(fn, x.reshape(chains, draws, -1)).reshape(event)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _columnwise(fn, columns):
+    """``fn`` of each column ``columns[:, :, i]`` (NaN for a column with a NaN
+    draw), compiled once per function and shape."""
+    columns = columns.astype(jnp.promote_types(columns.dtype, jnp.result_type(float)))
+    has_nan = jnp.isnan(columns).any(axis=(0, 1))
+    return jax.tree.map(lambda v: jnp.where(has_nan, jnp.nan, v.astype(columns.dtype)), jax.vmap(fn, in_axes=2)(columns))
 
 
 def _split(x):
@@ -147,17 +155,23 @@ def _z_scale(x):
 def _rhat_split(x):
     """R-hat of (already split) chains: sqrt((B / W + n - 1) / n), B = n times
     the variance of the chain means, W the mean of the chain variances."""
-    n = x.shape[1]
+    n, x = x.shape[1], x - x[0, 0]  # shifted: exactly 0 / 0 = NaN for a constant, as ArviZ (means need not round back)
     between = n * jnp.var(jnp.mean(x, axis=1), ddof=1)
     within = jnp.mean(jnp.var(x, axis=1, ddof=1))
     return jnp.sqrt((between / within + n - 1) / n)
 
 
 def _rhat_rank(x):
-    split = _split(x)
-    bulk = _rhat_split(_z_scale(split))
-    tail = _rhat_split(_z_scale(jnp.abs(split - jnp.median(split))))
-    return jnp.where(tail > bulk, tail, bulk)  # Python's max(bulk, tail), NaN bulk included
+    return _rhat_and_z_scale(_split(x))[0]
+
+
+def _rhat_and_z_scale(split):
+    """Rank R-hat, and the rank-normalised split chains (for the bulk ESS).
+    The bulk (ranks of the draws) and tail (ranks of the distances to the
+    median) parts are stacked and vmapped: one copy of the code to compile."""
+    z = jax.vmap(_z_scale)(jnp.stack([split, jnp.abs(split - jnp.median(split))]))
+    bulk, tail = jax.vmap(_rhat_split)(z)
+    return jnp.where(tail > bulk, tail, bulk), z[0]  # Python's max(bulk, tail), NaN bulk included
 
 
 def _autocovariance(x):
@@ -187,10 +201,11 @@ def _ess(x):
     # and every pair sum before it was positive; m steps run.
     steps = max(0, (n - 3) // 2)
     pairs = rho[0 : 2 * steps + 1 : 2] + rho[1 : 2 * steps + 2 : 2]  # pair sums 0..steps
-    m = jnp.sum(jnp.cumprod(pairs[:steps] > 0))
+    m = jnp.argmin(jnp.concatenate([pairs[:steps] > 0, jnp.zeros(1, bool)]))  # leading positive pair sums
     last_even = rho[2 * m]  # the last step's even lag: counted once if kept (pair sum >= 0) or positive
     last = jnp.where((pairs[m] >= 0) | (last_even > 0), last_even, 0.0)
-    monotone = jax.lax.cummin(pairs)  # pair sums 0..m-1, each lowered to the least before it
+    # Pair sums 0..m-1, each lowered to the least before it (a scan compiles faster than lax.cummin on CPU).
+    monotone = jax.lax.scan(lambda lowest, pair: (jnp.minimum(lowest, pair),) * 2, pairs[0], pairs)[1]
     tau = -1.0 + 2.0 * jnp.sum(jnp.where(jnp.arange(steps + 1) < m, monotone, 0.0)) + last
     size = chains * n
     tau = jnp.maximum(tau, 1.0 / jnp.log10(jnp.asarray(size, x.dtype)))
@@ -211,18 +226,39 @@ def _indicator_at_quantile(x, probability):
     return x <= (ordered[k] if gamma >= 1.0 else ordered[k - 1])
 
 
+def _ess_bulk(x):
+    return _ess(_z_scale(_split(x)))
+
+
+def _ess_mean(x):
+    return _ess(_split(x))
+
+
 def _ess_tail(x):
-    low = _ess(_split(_indicator_at_quantile(x, 0.05)))
-    high = _ess(_split(_indicator_at_quantile(x, 0.95)))
+    return _tail(*_stacked_ess([_split(_indicator_at_quantile(x, p)) for p in (0.05, 0.95)]))
+
+
+def _tail(low, high):
     return jnp.where(high < low, high, low)  # Python's min(low, high)
 
 
+def _stacked_ess(arrays):
+    """The ESS of each of several same-shaped arrays: vmapped, compiled once."""
+    return jax.vmap(_ess)(jnp.stack([a.astype(jnp.promote_types(a.dtype, jnp.result_type(float))) for a in arrays]))
+
+
+def _sd(x):
+    shifted = x - x[0, 0]  # the same sd; exactly 0 for a constant, as ArviZ's (a mean need not round back)
+    return jnp.std(shifted, ddof=1)
+
+
 def _mcse_mean(x):
-    return jnp.std(x, ddof=1) / jnp.sqrt(_ess(_split(x)))
+    return _sd(x) / jnp.sqrt(_ess(_split(x)))
 
 
 def _mcse_sd(x):
-    squared = (x - jnp.mean(x)) ** 2
+    shifted = x - x[0, 0]
+    squared = (shifted - jnp.mean(shifted)) ** 2
     variance = jnp.mean(squared)
     variance_of_variance = (jnp.mean(squared**2) - variance**2) / _ess(_split(squared))
     return jnp.sqrt(variance_of_variance / variance / 4)
@@ -288,10 +324,6 @@ def _named_leaves(draws):
     return {name: jnp.asarray(leaf) for name, leaf in flat.items()}
 
 
-def _row_names(name, shape):
-    return [f"{name}[{', '.join(map(str, index))}]" for index in np.ndindex(*shape)] if shape else [name]
-
-
 def _columns(leaves, leading):
     """Every leaf as ``(*leading, scalars)``, joined along the last axis, and the row names."""
     for name, leaf in leaves.items():
@@ -303,12 +335,16 @@ def _columns(leaves, leading):
     return joined, names
 
 
-@jax.jit
 def _chain_statistics(x):
-    quantiles = jnp.quantile(x, jnp.asarray([0.05, 0.5, 0.95], x.dtype), axis=(0, 1))
-    columns = dict(zip(CHAIN_COLUMNS[:5], [jnp.mean(x, axis=(0, 1)), jnp.std(x, axis=(0, 1), ddof=1), *quantiles]))
-    columns.update(mcse_mean=mcse_mean(x), ess_bulk=ess_bulk(x), ess_tail=ess_tail(x), r_hat=rhat(x))
-    return columns, jnp.isfinite(x).all(axis=(0, 1))
+    """Every column of one scalar's ``(chains, draws)``, sharing the split
+    chains, their ranks and one stacked ESS computation."""
+    split = _split(x)
+    r_hat, z = _rhat_and_z_scale(split)
+    indicators = [_split(_indicator_at_quantile(x, p)) for p in (0.05, 0.95)]
+    bulk, low, high, mean = _stacked_ess([z, *indicators, split])
+    quantiles = jnp.quantile(x, jnp.asarray([0.05, 0.5, 0.95], x.dtype))
+    values = [jnp.mean(x), _sd(x), *quantiles, _sd(x) / jnp.sqrt(mean), bulk, _tail(low, high), r_hat]
+    return dict(zip(CHAIN_COLUMNS, values))
 
 
 def _chain_summary(leaves, stats, max_tree_depth):
@@ -316,37 +352,22 @@ def _chain_summary(leaves, stats, max_tree_depth):
     if first.ndim < 2:
         raise ValueError(f"summary: MCMC draws have leading axes (chains, draws), got shape {first.shape}")
     chains, draws = first.shape[:2]
-    joined, names = _columns(leaves, (chains, draws))
-    columns, finite = _chain_statistics(joined)
-    table = {column: np.asarray(columns[column]) for column in CHAIN_COLUMNS}
     num_divergences, warnings = _sampler_warnings(stats, (chains, draws), max_tree_depth)
-    warnings += _flagged(names, ~np.asarray(finite), "draws that are NaN or infinite")
+    joined, names = _columns(leaves, (chains, draws))
+    if draws < MIN_DRAWS:
+        table = {column: np.full(len(names), np.nan) for column in CHAIN_COLUMNS}
+    else:
+        values = _columnwise(_chain_statistics, joined)
+        table = {column: np.array(values[column]) for column in CHAIN_COLUMNS}  # in order (jit sorts dict keys)
+    if chains < 2:
+        table["r_hat"][:] = np.nan  # as ArviZ: R-hat needs two chains
+    warnings += _flagged(names, ~np.isfinite(np.asarray(joined)).all(axis=(0, 1)), "draws that are NaN or infinite")
     warnings += _flagged(names, table["r_hat"] > RHAT_THRESHOLD, f"r_hat above {RHAT_THRESHOLD}")
     for column in ("ess_bulk", "ess_tail"):
         below = f"{column} below {ESS_PER_CHAIN} per chain ({ESS_PER_CHAIN * chains} for {_count(chains, 'chain')})"
         warnings += _flagged(names, table[column] < ESS_PER_CHAIN * chains, below)
     header = f"{_count(chains, 'chain')} x {draws} draws"
     return Summary(names, table, warnings, num_divergences, header)
-
-
-def _sampler_warnings(stats, shape, max_tree_depth):
-    for name, value in stats.items():
-        if np.shape(value) != shape:
-            raise ValueError(f"summary: stats[{name!r}] has shape {np.shape(value)}, expected (chains, draws) = {shape}")
-    warnings, num_divergences, size = [], None, int(np.prod(shape))
-    if "diverging" in stats:
-        num_divergences = int(np.sum(np.asarray(stats["diverging"], bool)))
-        if num_divergences:
-            warnings.append(f"{_count(num_divergences, 'divergent transition')} ({_percent(num_divergences / size)} of {size} draws)")
-    if max_tree_depth is not None:
-        if "tree_depth" not in stats:
-            raise ValueError("summary: max_tree_depth is given but stats has no 'tree_depth'")
-        saturated = int(np.sum(np.asarray(stats["tree_depth"]) >= max_tree_depth))
-        if saturated:
-            warnings.append(
-                f"tree depth reached max_tree_depth={max_tree_depth} in {saturated} of {size} draws ({_percent(saturated / size)})"
-            )
-    return num_divergences, warnings
 
 
 @jax.jit
@@ -377,21 +398,3 @@ def _weighted_summary(leaves, log_weights):
     if not ess >= MIN_KISH_ESS:
         warnings.append(f"Kish effective sample size {ess:.1f} of {num_particles} weighted draws is below {MIN_KISH_ESS}")
     return Summary(names, table, warnings, None, f"{num_particles} weighted draws, Kish ESS {ess:.1f}")
-
-
-def _flagged(names, mask, what, most=8):
-    """A warning naming the scalars in ``mask`` (the first ``most`` of them), or none."""
-    flagged = [name for name, bad in zip(names, mask) if bad]
-    if not flagged:
-        return []
-    listed = ", ".join(flagged[:most]) + (f", and {len(flagged) - most} more" if len(flagged) > most else "")
-    return [f"{what} for {len(flagged)} of {_count(len(names), 'scalar')}: {listed}"]
-
-
-def _count(n, noun):
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _percent(fraction):
-    percent = 100 * fraction
-    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"

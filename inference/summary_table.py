@@ -86,3 +86,48 @@ def _significant(value, digits=3):
     if 1e-3 <= magnitude < 1e5:
         return f"{value:.{max(0, digits - 1 - math.floor(math.log10(magnitude)))}f}"
     return f"{value:.{digits - 1}e}"
+
+
+# ----- text for the rows and warnings (used by diagnostics.summary) -----------------
+
+
+def _row_names(name, shape):
+    return [f"{name}[{', '.join(map(str, index))}]" for index in np.ndindex(*shape)] if shape else [name]
+
+
+def _flagged(names, mask, what, most=8):
+    """A warning naming the scalars in ``mask`` (the first ``most`` of them), or none."""
+    flagged = [name for name, bad in zip(names, mask) if bad]
+    if not flagged:
+        return []
+    listed = ", ".join(flagged[:most]) + (f", and {len(flagged) - most} more" if len(flagged) > most else "")
+    return [f"{what} for {len(flagged)} of {_count(len(names), 'scalar')}: {listed}"]
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _percent(fraction):
+    percent = 100 * fraction
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"
+
+
+def _sampler_warnings(stats, shape, max_tree_depth):
+    for name, value in stats.items():
+        if np.shape(value) != shape:
+            raise ValueError(f"summary: stats[{name!r}] has shape {np.shape(value)}, expected (chains, draws) = {shape}")
+    warnings, num_divergences, size = [], None, int(np.prod(shape))
+    if "diverging" in stats:
+        num_divergences = int(np.sum(np.asarray(stats["diverging"], bool)))
+        if num_divergences:
+            warnings.append(f"{_count(num_divergences, 'divergent transition')} ({_percent(num_divergences / size)} of {size} draws)")
+    if max_tree_depth is not None:
+        if "tree_depth" not in stats:
+            raise ValueError("summary: max_tree_depth is given but stats has no 'tree_depth'")
+        saturated = int(np.sum(np.asarray(stats["tree_depth"]) >= max_tree_depth))
+        if saturated:
+            warnings.append(
+                f"tree depth reached max_tree_depth={max_tree_depth} in {saturated} of {size} draws ({_percent(saturated / size)})"
+            )
+    return num_divergences, warnings

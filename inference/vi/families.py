@@ -139,7 +139,8 @@ class NormalFamily(ppl.GenerativeFunction):
         >>> summary.names, bool(abs(summary.table["mean"][0] - 3.0) < 0.1)
         (['mu'], True)
         """
-        draws = jax.tree.map(lambda leaf: leaf[None], self.sample(key, params, num_draws, *args))
+        flat = ppl.choicemap.flatten(self.sample(key, params, num_draws, *args))
+        draws = ppl.choicemap.unflatten({address: leaf[None] for address, leaf in flat.items()})  # one chain
         table = diagnostics.summary(draws)
         columns = {column: values for column, values in table.table.items() if column != "r_hat"}
         header = f"{self!r}: {num_draws} independent draws"
