@@ -122,14 +122,13 @@ def _per_scalar(fn, x, who, min_chains=1):
     chains, draws, *event = x.shape
     if chains < min_chains or draws < MIN_DRAWS:
         return jnp.full(event, jnp.nan, dtype)
-    return _columnwise(fn, x.reshape(chains, draws, -1)).reshape(event)
+    return _columnwise(fn, x.reshape(chains, draws, -1).astype(dtype)).reshape(event)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _columnwise(fn, columns):
     """``fn`` of each column ``columns[:, :, i]`` (NaN for a column with a NaN
-    draw), compiled once per function and shape."""
-    columns = columns.astype(jnp.promote_types(columns.dtype, jnp.result_type(float)))
+    draw), compiled once per function and shape (of floating ``columns``)."""
     has_nan = jnp.isnan(columns).any(axis=(0, 1))
     return jax.tree.map(lambda v: jnp.where(has_nan, jnp.nan, v.astype(columns.dtype)), jax.vmap(fn, in_axes=2)(columns))
 
@@ -293,10 +292,12 @@ def summary(draws, *, log_weights=None, stats=None, max_tree_depth=None):
     columns are the self-normalised weighted mean and sd (sqrt of sum w (x
     - mean)^2, no bias correction), the weighted quantiles (the inverse of
     the weighted empirical CDF: the least draw whose cumulative normalised
-    weight reaches the level), ``mcse_mean`` from the delta method for a
-    ratio estimator (Owen 2013, eq. 9.8: sqrt of sum w^2 (x - mean)^2,
-    which is sd / sqrt(N) for equal weights), and ``ess``, Kish's 1 / sum
-    w^2 (the same for every row). No R-hat. A warning when ESS < 100.
+    weight reaches the level), ``mcse_mean`` by the delta method for the
+    self-normalised estimator (Owen 2013, Monte Carlo theory, ch. 9: sqrt of
+    sum w^2 (x - mean)^2; sd / sqrt(N) for equal weights), and ``ess``,
+    Kish's 1 / sum w^2 (the same for every row). No R-hat. A warning when
+    the ESS is below 100. ``summary`` runs outside ``jax.jit`` (it returns
+    a Python object); its statistics are one compiled function per shape.
 
     >>> draws = {"mu": jax.random.normal(jax.random.key(0), (4, 500)),
     ...          "theta": jax.random.normal(jax.random.key(1), (4, 500, 2))}

@@ -242,8 +242,13 @@ def regression(xs):
 XS = jnp.linspace(-1.0, 1.0, 5)
 
 
-def test_importance_summary_is_the_weighted_moments_of_the_latents():
-    result = ppl.inference.importance(jax.random.key(0), regression, (XS,), {"ys": 0.3 - 0.5 * XS}, 4000)
+@pytest.fixture(scope="module")
+def weighted():
+    return ppl.inference.importance(jax.random.key(0), regression, (XS,), {"ys": 0.3 - 0.5 * XS}, 4000)
+
+
+def test_importance_summary_is_the_weighted_moments_of_the_latents(weighted):
+    result = weighted
     s = result.summary()
     assert s.names == ["coeffs[0]", "coeffs[1]", "noise"]  # not the observed ys
     latents = result.latent_choices
@@ -263,10 +268,10 @@ def test_importance_summary_is_the_weighted_moments_of_the_latents():
         np.testing.assert_allclose(s.table[f"{level:.0%}"], values[order[first, range(3)], range(3)], rtol=1e-6)
 
 
-def test_importance_repr_names_particles_ess_and_latents():
-    result = ppl.inference.importance(jax.random.key(1), regression, (XS,), {"ys": 0.3 - 0.5 * XS}, 100)
+def test_importance_repr_names_particles_ess_and_latents(weighted):
+    result = weighted
     text = repr(result)
-    assert text.startswith("ImportanceResult(100 particles, ESS ")
+    assert text.startswith(f"ImportanceResult(4000 particles, ESS {float(result.ess):.4g}, ")
     assert f"log marginal likelihood estimate {float(result.log_marginal_likelihood):.6g}" in text
     assert text.endswith("latent choices: coeffs float32[2], noise float32[])")
     assert result.observed == (("ys",),)
