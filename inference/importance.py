@@ -6,6 +6,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 import ppl
+from ppl.inference import diagnostics
 from ppl.jit import jit_gfi
 from ppl._jax import sub_jaxprs
 from ppl.transforms.dependence import split_by_dependence
@@ -23,19 +24,23 @@ class ImportanceResult:
     broadcasts them when asked, ``estimate`` and ``resample`` never need to.
     The joint log density of each particle is not stored either (it costs
     about a tenth of the run): ``traces`` and ``resample`` compute it, for the
-    particles they return, with the model's ``assess``.
+    particles they return, with the model's ``assess``. ``observed`` holds
+    the addresses (tuples) of the observations, which ``latent_choices``
+    and ``summary`` leave out.
     """
 
-    def __init__(self, particles, log_weights, args, shared, model):
+    def __init__(self, particles, log_weights, args, shared, model, observed=()):
         self.particles = particles  # a Trace without args or log density; shared leaves have no particle axis
         self.log_weights = log_weights
         self.args = args
         self.shared = shared  # per leaf of `particles`: stored once?
         self.model = model
+        self.observed = observed
 
     def tree_flatten(self):
         # A Trace keeps the Python values among the arguments static.
-        return (self.particles, self.log_weights, ppl.Trace(None, None, self.args, None)), (self.shared, self.model)
+        children = (self.particles, self.log_weights, ppl.Trace(None, None, self.args, None))
+        return children, (self.shared, self.model, self.observed)
 
     @classmethod
     def tree_unflatten(cls, static, children):
@@ -74,6 +79,51 @@ class ImportanceResult:
     def ess(self):
         """Effective sample size (sum w)^2 / sum w^2."""
         return jnp.exp(2 * logsumexp(self.log_weights) - logsumexp(2 * self.log_weights))
+
+    @property
+    def latent_choices(self):
+        """The particles' choices at the unobserved addresses, each with a
+        leading particle axis (broadcast where stored once)."""
+        n = self.num_particles
+        return ppl.choicemap.unflatten(
+            {a: jnp.broadcast_to(leaf, (n,) + jnp.shape(leaf)) if shared else leaf for a, (leaf, shared) in self._latents().items()}
+        )
+
+    def _latents(self):
+        """``{address: (leaf, stored once?)}`` of the unobserved choices, in the choice map's order."""
+        leaves, treedef = jax.tree.flatten(self.particles)
+        choices, shared = self.particles.choices, jax.tree.unflatten(treedef, list(self.shared)).choices
+        if not isinstance(choices, dict):  # a bare distribution's one choice, at the root
+            return {} if self.observed else {"<root>": (choices, shared)}
+        shared = ppl.choicemap.flatten(shared)
+        observed = lambda path: any(path[: len(o)] == o for o in self.observed)
+        flat = ppl.choicemap.flatten(choices)
+        return {a: (leaf, shared[a]) for a, leaf in flat.items() if not observed(ppl.choicemap.as_path(a))}
+
+    def summary(self):
+        """A weighted ``Summary`` (``ppl.inference.diagnostics.summary`` with
+        ``log_weights``) of the latent choices: self-normalised means, sds and
+        quantiles, the MCSE of each mean, and Kish's ESS.
+
+        >>> @ppl.gen
+        ... def model():
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     return ppl.sample("y", dist.Normal(mu, 1.0))
+        >>> result = ppl.inference.importance(jax.random.key(0), model, (), {"y": 1.0}, 10_000)
+        >>> summary = result.summary()
+        >>> summary.names, bool(abs(summary.table["mean"][0] - 0.5) < 0.05)
+        (['mu'], True)
+        """
+        return diagnostics.summary(self.latent_choices, log_weights=self.log_weights)
+
+    def __repr__(self):
+        shape = lambda leaf, shared: list(jnp.shape(leaf)[0 if shared else 1 :])
+        latents = [f"{a} {jnp.result_type(leaf).name}{shape(leaf, shared)}" for a, (leaf, shared) in self._latents().items()]
+        if isinstance(self.log_weights, jax.core.Tracer):
+            numbers = "traced"
+        else:
+            numbers = f"ESS {float(self.ess):.4g}, log marginal likelihood estimate {float(self.log_marginal_likelihood):.6g}"
+        return f"ImportanceResult({self.num_particles} particles, {numbers}; latent choices: {', '.join(latents) or 'none'})"
 
     def estimate(self, fn):
         """Self-normalised estimate of E[fn(choices)] under the posterior.
@@ -154,7 +204,8 @@ def _importance(model, key, observations, args, num_particles, proposal, proposa
     *batched, log_weights = _chunked(varying, key, num_particles, chunk_size)
     batched, once = iter(batched), iter(once)
     particles = jax.tree.unflatten(treedef, [next(batched) if flag else next(once) for flag in flags])
-    return ImportanceResult(particles, log_weights, args, tuple(not flag for flag in flags), model)
+    observed = tuple(ppl.choicemap.by_path(observations))
+    return ImportanceResult(particles, log_weights, args, tuple(not flag for flag in flags), model, observed)
 
 
 CHUNK_BYTES = 1 << 30

@@ -1,6 +1,8 @@
 """Float64 under ``jax_enable_x64``: a representative part of the suite
 (the GFI laws at float64 tolerances, and ``x64_checks.py``: importance, every
-objective's estimate and gradient, ``fit``, the unconstraining transform) runs in a subprocess with
+objective's estimate and gradient, ``fit``, the unconstraining transform;
+``x64_diagnostics_checks.py``: the diagnostics against ArviZ; ``x64_mcmc_checks.py``: NUTS on a
+Gaussian process) runs in a subprocess with
 ``JAX_ENABLE_X64=1``, since the flag must be set before JAX starts."""
 
 import os
@@ -9,8 +11,7 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-FILES = [  # x64_mcmc_checks: NUTS on a float64 Gaussian process
-    "x64_checks.py", "x64_mcmc_checks.py", "test_gfi_laws.py"]
+FILES = ["x64_checks.py", "x64_diagnostics_checks.py", "x64_mcmc_checks.py", "test_gfi_laws.py"]
 
 
 def test_the_float64_suite_passes():

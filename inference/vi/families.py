@@ -24,6 +24,7 @@ from numpyro.distributions.transforms import ReshapeTransform, biject_to
 
 import ppl
 from ppl import dist
+from ppl.inference import diagnostics
 from ppl.transforms import unconstrain
 
 __all__ = ["Latent", "latent_sites", "NormalFamily", "mean_field", "full_rank", "amortized"]
@@ -105,6 +106,45 @@ class NormalFamily(ppl.GenerativeFunction):
         if self.kind == "mean_field":
             return {self.name: {"loc": loc, "raw_scale": raw}}
         return {self.name: {"loc": loc, "raw_diag": raw, "off_diag": jnp.zeros((self.dimension, self.dimension))}}
+
+    def sample(self, key, params, n, *args):
+        """``n`` independent draws from the family with ``params`` (and, for
+        an amortized family, its network's ``args``): a choice map whose
+        leaves have a leading axis of size ``n``.
+
+        >>> @ppl.gen
+        ... def model(params):
+        ...     ppl.sample("scale", dist.HalfNormal(1.0).expand([2]))
+        >>> guide = vi.mean_field(model, (None,), {})
+        >>> guide.sample(jax.random.key(0), guide.init_params(), 100)["scale"].shape
+        (100, 2)
+        """
+        draws = jax.vmap(lambda k: self.simulate(k, (params, *args)).choices)(jax.random.split(key, n))
+        # In the model's order (JAX's pytrees sort dict keys).
+        return ppl.choicemap.unflatten({ppl.errors.format_address(l.address): ppl.get(draws, l.address) for l in self.latents})
+
+    def summary(self, key, params, *args, num_draws=1000):
+        """A ``Summary`` (``ppl.inference.diagnostics.summary``) of
+        ``num_draws`` independent draws from the family, treated as one chain:
+        means, sds, quantiles, the MCSE of each mean and the bulk and tail ESS
+        (about ``num_draws``, since draws are independent). No R-hat column:
+        it compares chains, and independent draws have nothing to diagnose.
+
+        >>> @ppl.gen
+        ... def model(params):
+        ...     ppl.sample("mu", dist.Normal(0.0, 1.0))
+        >>> guide = vi.mean_field(model, (None,), {})
+        >>> params = {"guide": {"loc": jnp.array([3.0]), "raw_scale": jnp.array([0.0])}}
+        >>> summary = guide.summary(jax.random.key(0), params)
+        >>> summary.names, bool(abs(summary.table["mean"][0] - 3.0) < 0.1)
+        (['mu'], True)
+        """
+        flat = ppl.choicemap.flatten(self.sample(key, params, num_draws, *args))
+        draws = ppl.choicemap.unflatten({address: leaf[None] for address, leaf in flat.items()})  # one chain
+        table = diagnostics.summary(draws)
+        columns = {column: values for column, values in table.table.items() if column != "r_hat"}
+        header = f"{self!r}: {num_draws} independent draws"
+        return diagnostics.Summary(table.names, columns, table.warnings, None, header)
 
     def _program(self, params, *args):
         if self.kind == "amortized":
