@@ -368,6 +368,8 @@ def _chain_summary(leaves, stats, max_tree_depth):
         below = f"{column} below {ESS_PER_CHAIN} per chain ({ESS_PER_CHAIN * chains} for {_count(chains, 'chain')})"
         warnings += _flagged(names, table[column] < ESS_PER_CHAIN * chains, below)
     header = f"{_count(chains, 'chain')} x {draws} draws"
+    if num_divergences is not None:
+        header += f", {_count(num_divergences, 'divergent transition')}"
     return Summary(names, table, warnings, num_divergences, header)
 
 

@@ -15,7 +15,7 @@ from ppl.choicemap import Selection, filter_choices, flatten, get, merge, select
 from ppl.combinators import Scan, Switch, Vmap, cond, mixture, switch, vmap_particles
 from ppl.core import Call, GenerativeFunction, site_log_densities
 from ppl.distribution import DistributionGF, as_gen
-from ppl.errors import AddressError, ConstraintError, ControlFlowError
+from ppl.errors import AddressError, ConstraintError, ControlFlowError, DiscreteLatentError
 from ppl.gen import Gen, factor, gen, sample
 from ppl.trace import Trace, format_trace
 
@@ -50,6 +50,7 @@ __all__ = [
     "Call",
     "AddressError",
     "ConstraintError",
+    "DiscreteLatentError",
     "ControlFlowError",
 ]
 

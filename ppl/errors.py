@@ -33,6 +33,15 @@ class MissingValueError(AddressError):
     """``assess`` (or another complete scoring) met a choice the choice map gives no value."""
 
 
+class DiscreteLatentError(TypeError):
+    """Discrete latent choices where only continuous ones are allowed
+    (the unconstraining transform); ``addresses`` names them (path tuples)."""
+
+    def __init__(self, message, addresses=()):
+        super().__init__(message)
+        self.addresses = tuple(addresses)
+
+
 class ArgumentCountError(TypeError):
     """A generative function was called with arguments its signature does not take."""
 

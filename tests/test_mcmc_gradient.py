@@ -155,3 +155,23 @@ def test_funnel_divergences_are_reported():
     assert set(result.stats) == {"diverging", "acceptance_rate", "n_steps", "tree_depth", "step_size", "energy", "lp"}
     assert result.stats["tree_depth"].max() <= 10
     assert result.samples["schools"]["theta"].shape == (2, 300, 8)
+
+
+@ppl.gen
+def switch_model():
+    z = ppl.sample("z", dist.Bernoulli(0.3))
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ppl.sample("y", dist.Normal(mu + 2.0 * z, 1.0))
+    return mu + 2.0 * z
+
+
+def test_nuts_within_gibbs_on_a_discrete_switch():
+    """P(z = 1 | y) and E[mu | y] in closed form: y | z ~ N(2z, 2), mu | z, y ~ N((y - 2z) / 2, 1/2)."""
+    result = mcmc.nuts(jax.random.key(6), switch_model, (), {"y": 1.5}, num_warmup=300, num_samples=1000, gibbs=["z"], progress=False)
+    likelihood = {z: scipy.stats.norm(2.0 * z, np.sqrt(2.0)).pdf(1.5) for z in (0, 1)}
+    p1 = 0.3 * likelihood[1] / (0.3 * likelihood[1] + 0.7 * likelihood[0])
+    assert_mean(result.samples["z"], p1, "z", p1 * (1 - p1))
+    mean_mu = p1 * (1.5 - 2.0) / 2 + (1 - p1) * 1.5 / 2
+    variance_mu = 0.5 + p1 * (1 - p1) * 1.0  # within + between (the conditional means differ by 1)
+    assert_mean(result.samples["mu"], mean_mu, "mu", variance_mu)
+    np.testing.assert_allclose(result.retvals, result.samples["mu"] + 2.0 * result.samples["z"], rtol=1e-6)

@@ -89,9 +89,9 @@ def bounded():
 
 def test_errors_name_the_fault():
     run = lambda *a, **k: mcmc.nuts(jax.random.key(0), *a, num_warmup=10, num_samples=10, progress=False, **k)
-    with pytest.raises(TypeError, match="'z' \\(BernoulliProbs\\).*Gibbs"):
+    with pytest.raises(ppl.DiscreteLatentError, match="'z' \\(BernoulliProbs\\).*pass gibbs=\\['z'\\]"):
         run(with_discrete, (), {"y": 0.5})
-    with pytest.raises(ValueError, match="no latent choices"):
+    with pytest.raises(ValueError, match="no continuous latent choices"):
         run(no_latents, (), {"y": 0.5})
     with pytest.raises(ValueError, match="num_chains=0"):
         run(model, (6,), {"y": YS}, num_chains=0)

@@ -30,7 +30,7 @@ from numpyro.distributions import constraints
 
 from ppl.choicemap import by_path, from_paths, get, merge, to_arrays
 from ppl.core import site_log_densities
-from ppl.errors import AddressError, ConstraintError, format_address, unknown_addresses_error
+from ppl.errors import AddressError, ConstraintError, DiscreteLatentError, format_address, unknown_addresses_error
 from ppl.combinator_context import staging_improper_priors
 from ppl.trace import join_static, split_static
 from ppl.transforms.stage import stage
@@ -181,6 +181,10 @@ class Unconstrained:
         return _dimension(self._static)
 
     @property
+    def model(self):
+        return self._static.model
+
+    @property
     def observations(self):
         """The observed values, by path (address tuple -> array)."""
         return dict(self._observations)
@@ -223,6 +227,50 @@ class Unconstrained:
         as ``ppl.site_log_densities``), with the leading axes of ``gf.vmap`` /
         ``gf.scan`` elements, so one choice per datum gives pointwise values."""
         return _log_likelihood(self._static, position, self._args, self._observations)
+
+    def replace_observations(self, values):
+        """The same target with new values at some observed addresses (a
+        choice map; same shapes): no new discovery or compilation. A Gibbs
+        step on a discrete choice held as an observation uses it.
+
+        >>> @ppl.gen
+        ... def model():
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0))
+        >>> target = ppl.transforms.unconstrain(model, (), {"y": 0.0})
+        >>> float(target.replace_observations({"y": 1.0}).observations[("y",)])
+        1.0
+        """
+        new = dict(self._observations)
+        for path, value in by_path(to_arrays(values)).items():
+            if path not in new:
+                raise AddressError(f"{format_address(path)!r} is not an observed address of this target")
+            if jnp.shape(value) != jnp.shape(new[path]):
+                raise ConstraintError(
+                    f"address {format_address(path)!r}: new value has shape {jnp.shape(value)}, "
+                    f"the observed value has shape {jnp.shape(new[path])}"
+                )
+            new[path] = jnp.asarray(value, jnp.result_type(new[path]))
+        return Unconstrained(self._static, self._args, new)
+
+    def trace(self, position):
+        """The model's ``ppl.Trace`` at ``position``: its latents constrained,
+        the observations as they are (for trace kernels on the same model).
+
+        >>> @ppl.gen
+        ... def model():
+        ...     scale = ppl.sample("scale", dist.HalfNormal(1.0))
+        ...     ppl.sample("y", dist.Normal(0.0, scale))
+        >>> target = ppl.transforms.unconstrain(model, (), {"y": 0.5})
+        >>> trace = target.trace(jnp.zeros(1))
+        >>> float(trace.choices["scale"]), float(trace.choices["y"])
+        (1.0, 0.5)
+        """
+        choices, _ = self.constrain(position)
+        full = merge(choices, from_paths(self._observations))
+        args = join_static(self._args, self._static.description)
+        trace, _ = self._static.model.generate(jax.random.key(0), full, args)
+        return trace
 
     def site_log_densities(self, position):
         """The log density of every choice, latent and observed, at
@@ -326,10 +374,11 @@ def _check_addresses(observed, shared):
     discrete = [(a, e.name) for a, (_, _, e) in shared.latents.items() if e.unconstrained_shape is None]
     if discrete:
         named = ", ".join(f"{format_address(a)!r} ({name})" for a, name in discrete)
-        raise TypeError(
+        raise DiscreteLatentError(
             f"latent choices {named} are discrete: the unconstraining transform (HMC, NUTS, VI's normal "
             "families) covers continuous latents only. Observe them, or sum them out (enumeration) or move "
-            "them with a Gibbs kernel (MCMC), or write their guide as a @ppl.gen (VI)"
+            "them with a Gibbs kernel (MCMC), or write their guide as a @ppl.gen (VI)",
+            [a for a, _ in discrete],
         )
 
 

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.core import as_key
-from ppl.choicemap import filter_choices, select
+from ppl.choicemap import as_path, by_path, filter_choices, from_paths, merge, select
+from ppl.errors import AddressError, DiscreteLatentError, format_address
 from ppl.inference.mcmc.adaptation import ADAPTATIONS
 from ppl.inference.mcmc.chains import check_chain_method
 from ppl.inference.mcmc.hmc import init
@@ -22,14 +23,17 @@ __all__ = ["nuts", "hmc", "mala"]
 def nuts(
     key, model, args, observations, *, num_warmup=1000, num_samples=1000, num_chains=4, target_accept=0.8,
     max_tree_depth=10, adaptation="stan", dense_mass=False, init_radius=2.0, thinning=1, chain_method="vmap",
-    progress=True, state=None, keep=None,
+    progress=True, state=None, keep=None, gibbs=None,
 ):
     """Draws from ``model(*args)`` conditioned on ``observations`` by the No-U-Turn sampler.
 
     - ``key``: a JAX key; chain c uses ``split(key, num_chains)[c]``.
     - ``model``, ``args``, ``observations``: a ``@ppl.gen`` model, its arguments and a
-      choice map of observed values; every other choice is a latent, continuous
-      (discrete latents need a Gibbs block: see ``mcmc.gibbs`` and ``mcmc.cycle``).
+      choice map of observed values; every other choice is a latent.
+    - ``gibbs``: the discrete latents (a list of addresses), each updated by enumerative
+      Gibbs (its exact conditional, ``mcmc.gibbs``; also over the elements of a
+      ``gf.vmap``) before every transition; NUTS moves the continuous latents given them
+      (NumPyro's ``DiscreteHMCGibbs``). A model with discrete latents needs it.
     - ``num_warmup``: transitions of Stan's windowed adaptation (not kept);
       ``num_samples``: kept draws per chain; ``num_chains``: independent chains.
     - ``target_accept``: the mean acceptance rate dual averaging aims at (Stan's 0.8).
@@ -64,14 +68,14 @@ def nuts(
     settings = dict(algorithm="nuts", max_tree_depth=int(max_tree_depth), num_integration_steps=0)
     return _run(
         key, model, args, observations, settings, num_warmup, num_samples, num_chains, target_accept, adaptation,
-        dense_mass, init_radius, thinning, chain_method, progress, state, keep, 1.0,
+        dense_mass, init_radius, thinning, chain_method, progress, state, keep, 1.0, gibbs,
     )
 
 
 def hmc(
     key, model, args, observations, *, step_size, num_integration_steps, num_warmup=0, num_samples, num_chains=1,
     target_accept=0.8, adaptation="stan", dense_mass=False, init_radius=2.0, thinning=1, chain_method="vmap",
-    progress=True, state=None, keep=None,
+    progress=True, state=None, keep=None, gibbs=None,
 ):
     """Hamiltonian Monte Carlo with ``num_integration_steps`` leapfrog steps of
     ``step_size`` per transition. With ``num_warmup=0`` nothing is adapted (identity
@@ -91,13 +95,14 @@ def hmc(
     settings = dict(algorithm="hmc", max_tree_depth=0, num_integration_steps=int(num_integration_steps))
     return _run(
         key, model, args, observations, settings, num_warmup, num_samples, num_chains, target_accept, adaptation,
-        dense_mass, init_radius, thinning, chain_method, progress, state, keep, step_size,
+        dense_mass, init_radius, thinning, chain_method, progress, state, keep, step_size, gibbs,
     )
 
 
 def mala(
     key, model, args, observations, *, step_size, num_warmup=0, num_samples, num_chains=1, target_accept=0.574,
     adaptation="stan", init_radius=2.0, thinning=1, chain_method="vmap", progress=True, state=None, keep=None,
+    gibbs=None,
 ):
     """The Metropolis-adjusted Langevin algorithm with ``step_size``; with warmup the
     step size and a diagonal metric are adapted (target acceptance 0.574, the
@@ -115,7 +120,7 @@ def mala(
     settings = dict(algorithm="mala", max_tree_depth=0, num_integration_steps=0)
     return _run(
         key, model, args, observations, settings, num_warmup, num_samples, num_chains, target_accept, adaptation,
-        False, init_radius, thinning, chain_method, progress, state, keep, step_size,
+        False, init_radius, thinning, chain_method, progress, state, keep, step_size, gibbs,
     )
 
 
@@ -140,22 +145,25 @@ def _check_settings(num_warmup, num_samples, num_chains, target_accept, adaptati
 
 def _run(
     key, model, args, observations, algorithm, num_warmup, num_samples, num_chains, target_accept, adaptation,
-    dense_mass, init_radius, thinning, chain_method, progress, state, keep, step_size,
+    dense_mass, init_radius, thinning, chain_method, progress, state, keep, step_size, gibbs,
 ):
     _check_settings(num_warmup, num_samples, num_chains, target_accept, adaptation, thinning, chain_method, init_radius)
     if adaptation == "fisher_diag" and dense_mass:
         raise ValueError("adaptation='fisher_diag' estimates a diagonal metric; it takes dense_mass=False")
     key = as_key(key)
-    target = unconstrain(model, args, observations)
-    if target.dimension == 0:
-        raise ValueError("the model has no latent choices given these observations: there is nothing to sample")
+    gibbs_paths = tuple(as_path(a) for a in (gibbs or ()))
+    discrete = _initial_discrete(model, args, observations, gibbs_paths, key, num_chains) if state is None else state.discrete
+    target = _target(model, args, observations, discrete, algorithm["algorithm"])
     chain_keys = jax.random.split(jax.random.fold_in(key, 0), num_chains)
-    chains = _initial_chains(target, key, num_chains, init_radius, dense_mass, step_size) if state is None else state
+    if state is None:
+        chains = _initial_chains(target, key, num_chains, init_radius, dense_mass, step_size, discrete)
+    else:
+        chains = state
     _check_state(chains, target, num_chains)
     settings = Settings(
         num_warmup=int(num_warmup), num_samples=int(num_samples), thinning=int(thinning), chain_method=chain_method,
         adaptation=adaptation, dense_mass=bool(jnp.ndim(chains.inverse_mass_matrix) == 3 or dense_mass),
-        target_accept=float(target_accept), **algorithm,
+        target_accept=float(target_accept), gibbs=gibbs_paths, **algorithm,
     )
     traced = isinstance(chain_keys, jax.core.Tracer) or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(target))
     with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description="warmup") as bar:
@@ -163,10 +171,41 @@ def _run(
     return MCMCResult(_kept(samples, keep), retvals, stats, chains, positions, target, algorithm["max_tree_depth"] or None)
 
 
-def _initial_chains(target, key, num_chains, radius, dense_mass, step_size):
-    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), radius, num_chains)
+def _initial_discrete(model, args, observations, paths, key, num_chains):
+    """Per chain, the Gibbs choices' values in a draw from the model given the observations."""
+    if not paths:
+        return {}
+    keys = jax.random.split(jax.random.fold_in(key, 2), num_chains)
+    traces = jax.vmap(lambda k: model.generate(k, observations, args)[0])(keys)
+    flat = by_path(traces.choices)
+    missing = [format_address(p) for p in paths if p not in flat]
+    if missing:
+        raise AddressError(f"gibbs: {', '.join(map(repr, missing))} are not choices of the model")
+    return from_paths({path: flat[path] for path in paths})
+
+
+def _target(model, args, observations, discrete, algorithm):
+    """The unconstrained target, the Gibbs choices held as observations (chain 0's values)."""
+    first = jax.tree.map(lambda leaf: leaf[0], discrete)
+    try:
+        target = unconstrain(model, args, merge(observations or {}, first))
+    except DiscreteLatentError as error:
+        named = ", ".join(repr(format_address(a)) for a in error.addresses)
+        raise DiscreteLatentError(
+            f"{error} -- mcmc.{algorithm} moves continuous latents only: pass gibbs=[{named}] to update "
+            "them by enumerative Gibbs before each transition",
+            error.addresses,
+        ) from None
+    if target.dimension == 0:
+        raise ValueError("the model has no continuous latent choices given these observations: there is nothing to sample")
+    return target
+
+
+def _initial_chains(target, key, num_chains, radius, dense_mass, step_size, discrete):
+    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), radius, num_chains, discrete)
     check_initial_positions(target, positions, valid, radius)
-    states = jax.vmap(lambda p: init(p, target.log_density))(positions)
+    targets = lambda d: target.replace_observations(d) if d else target
+    states = jax.vmap(lambda p, d: init(p, targets(d).log_density))(positions, discrete)
     dtype, n = positions.dtype, target.dimension
     metric = jnp.eye(n, dtype=dtype) if dense_mass else jnp.ones(n, dtype)
     return ChainState(
@@ -174,6 +213,7 @@ def _initial_chains(target, key, num_chains, radius, dense_mass, step_size):
         jnp.full((num_chains,), step_size, dtype),
         jnp.broadcast_to(metric, (num_chains,) + metric.shape),
         jnp.zeros((num_chains,), jnp.int32),
+        discrete,
     )
 
 

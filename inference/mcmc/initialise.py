@@ -27,11 +27,13 @@ def _valid(target, position):
 
 
 @functools.partial(jax.jit, static_argnames="num_chains")
-def initial_positions(target, key, radius, num_chains):
+def initial_positions(target, key, radius, num_chains, discrete=None):
     """``(positions, valid)``: per chain the first of up to ``MAX_TRIES``
-    uniform draws with a finite log density and gradient (else the last draw)."""
+    uniform draws with a finite log density and gradient (else the last draw).
+    ``discrete``: per chain, values of observed addresses to replace (Gibbs choices)."""
 
-    def one_chain(key):
+    def one_chain(key, discrete):
+        chain_target = target.replace_observations(discrete) if discrete else target
         def untried(carry):
             _, ok, tries, _ = carry
             return ~ok & (tries < MAX_TRIES)
@@ -39,14 +41,14 @@ def initial_positions(target, key, radius, num_chains):
         def attempt(carry):
             _, _, tries, key = carry
             key, draw_key = jax.random.split(key)
-            position = target.initial_position(draw_key, radius)
-            return position, _valid(target, position), tries + 1, key
+            position = chain_target.initial_position(draw_key, radius)
+            return position, _valid(chain_target, position), tries + 1, key
 
         start = (jnp.zeros(target.dimension, jnp.result_type(float)), jnp.array(False), 0, key)
         position, ok, _, _ = jax.lax.while_loop(untried, attempt, attempt(start))
         return position, ok
 
-    return jax.vmap(one_chain)(jax.random.split(key, num_chains))
+    return jax.vmap(one_chain)(jax.random.split(key, num_chains), discrete or {})
 
 
 def check_initial_positions(target, positions, valid, radius):

@@ -15,9 +15,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ppl.choicemap import by_path, from_paths, merge
 from ppl.inference.mcmc.adaptation import window_adaptation, window_schedule
 from ppl.inference.mcmc.chains import run_sharded, scan_chains
-from ppl.inference.mcmc.hmc import HMCState, hmc_step
+from ppl.inference.mcmc.gibbs import gibbs
+from ppl.inference.mcmc.hmc import HMCState, hmc_step, init
 from ppl.inference.mcmc.mala import mala_step
 from ppl.inference.mcmc.nuts import nuts_step
 
@@ -39,6 +41,7 @@ class ChainState(NamedTuple):
     step_size: jax.Array
     inverse_mass_matrix: jax.Array
     iteration: jax.Array  # transitions made so far, warmup included
+    discrete: dict  # the values of the choices moved by Gibbs ({} without ``gibbs``)
 
 
 class Settings(NamedTuple):
@@ -54,6 +57,7 @@ class Settings(NamedTuple):
     target_accept: float
     max_tree_depth: int
     num_integration_steps: int
+    gibbs: tuple = ()  # addresses (path tuples) updated by enumerative Gibbs before each transition
 
 
 def _transition(settings, log_density_fn, key, state, step_size, inverse_mass_matrix):
@@ -71,19 +75,49 @@ def _transition(settings, log_density_fn, key, state, step_size, inverse_mass_ma
     return state, stats
 
 
-def _warmup(settings, log_density_fn, chain_keys, chains, bar_id):
-    init, update, final = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept)
+def _gibbs_sweep(settings, target, key, chain):
+    """Enumerative Gibbs on each of ``settings.gibbs`` given the continuous
+    latents: returns the new discrete values and the target conditioned on them."""
+    trace = target.replace_observations(chain.discrete).trace(chain.kernel_state.position)
+    for address, address_key in zip(settings.gibbs, jax.random.split(key, len(settings.gibbs))):
+        kernel = gibbs(target.model, address)
+        trace = kernel.step(address_key, kernel.init(trace))[0].trace
+    flat = by_path(trace.choices)
+    discrete = from_paths({path: flat[path] for path in settings.gibbs})
+    return discrete, target.replace_observations(discrete)
+
+
+def _move(settings, target, key, chain, step_size, inverse_mass_matrix):
+    """Gibbs on the discrete choices (if any), then one transition of the
+    gradient kernel on the continuous ones: the new chain, its stats, and the
+    log density the transition used."""
+    state = chain.kernel_state
+    if settings.gibbs:
+        key, gibbs_key = jax.random.split(key)
+        discrete, target = _gibbs_sweep(settings, target, gibbs_key, chain)
+        state = init(state.position, target.log_density)  # the target moved with the discrete choices
+        chain = chain._replace(discrete=discrete)
+    state, stats = _transition(settings, target.log_density, key, state, step_size, inverse_mass_matrix)
+    return chain._replace(kernel_state=state, iteration=chain.iteration + 1), stats, target.log_density
+
+
+def _conditioned(settings, target, chain):
+    return target.replace_observations(chain.discrete) if settings.gibbs else target
+
+
+def _warmup(settings, target, chain_keys, chains, bar_id):
+    adapt_init, update, final = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept)
 
     def start(chain_key, chain):
         key = jax.random.fold_in(jax.random.fold_in(chain_key, chain.iteration), 1)
-        return init(key, chain.kernel_state, log_density_fn, chain.step_size, chain.inverse_mass_matrix)
+        log_density_fn = _conditioned(settings, target, chain).log_density
+        return adapt_init(key, chain.kernel_state, log_density_fn, chain.step_size, chain.inverse_mass_matrix)
 
     def transition(carry, flags):
         chain_key, chain, adapt = carry
         step_key, adapt_key = jax.random.split(jax.random.fold_in(chain_key, chain.iteration))
-        state, stats = _transition(settings, log_density_fn, step_key, chain.kernel_state, adapt.step_size, adapt.inverse_mass_matrix)
-        adapt = update(adapt_key, adapt, flags, state, stats["acceptance_rate"], log_density_fn)
-        chain = chain._replace(kernel_state=state, iteration=chain.iteration + 1)
+        chain, stats, log_density_fn = _move(settings, target, step_key, chain, adapt.step_size, adapt.inverse_mass_matrix)
+        adapt = update(adapt_key, adapt, flags, chain.kernel_state, stats["acceptance_rate"], log_density_fn)
         return (chain_key, chain, adapt), (None, stats["diverging"])
 
     adapts = jax.vmap(start)(chain_keys, chains)
@@ -95,18 +129,18 @@ def _warmup(settings, log_density_fn, chain_keys, chains, bar_id):
     return chains._replace(step_size=step_size, inverse_mass_matrix=inverse_mass_matrix)
 
 
-def _sample(settings, log_density_fn, chain_keys, chains, bar_id):
+def _sample(settings, target, chain_keys, chains, bar_id):
     def one_transition(carry, _):
         chain_key, chain = carry
         key = jax.random.fold_in(chain_key, chain.iteration)
-        state, stats = _transition(settings, log_density_fn, key, chain.kernel_state, chain.step_size, chain.inverse_mass_matrix)
-        return (chain_key, chain._replace(kernel_state=state, iteration=chain.iteration + 1)), stats
+        chain, stats, _ = _move(settings, target, key, chain, chain.step_size, chain.inverse_mass_matrix)
+        return (chain_key, chain), stats
 
     def transition(carry, _):  # ``thinning`` transitions per kept draw
         carry, stats = jax.lax.scan(one_transition, carry, None, settings.thinning)
         kept = jax.tree.map(lambda a: a[-1], stats)
         kept.update(diverging=jnp.any(stats["diverging"]), n_steps=jnp.sum(stats["n_steps"]))
-        return carry, ((carry[1].kernel_state.position, kept), kept["diverging"])
+        return carry, (((carry[1].kernel_state.position, carry[1].discrete), kept), kept["diverging"])
 
     (_, chains), (outputs, _) = scan_chains(
         transition, (chain_keys, chains), settings.num_samples, settings.chain_method, bar_id, 1,
@@ -116,12 +150,18 @@ def _sample(settings, log_density_fn, chain_keys, chains, bar_id):
     return chains, positions, stats
 
 
+def _constrain(settings, target, position, discrete):
+    """The latent choices (the Gibbs ones included) and the return value of one draw."""
+    choices, retval = _conditioned(settings, target, ChainState(None, None, None, None, discrete)).constrain(position)
+    return merge(choices, discrete), retval
+
+
 def _all_chains(settings, target, chain_keys, chains, bar_id):
-    log_density_fn = target.log_density
     if settings.num_warmup:
-        chains = _warmup(settings, log_density_fn, chain_keys, chains, bar_id)
-    chains, positions, stats = _sample(settings, log_density_fn, chain_keys, chains, bar_id)
-    samples, retvals = jax.vmap(jax.vmap(target.constrain))(positions)
+        chains = _warmup(settings, target, chain_keys, chains, bar_id)
+    chains, (positions, discrete), stats = _sample(settings, target, chain_keys, chains, bar_id)
+    constrain = functools.partial(_constrain, settings, target)
+    samples, retvals = jax.vmap(jax.vmap(constrain))(positions, discrete)
     return chains, positions, samples, retvals, stats
 
 
