@@ -18,6 +18,10 @@ Metric estimators (``adaptation=``):
   2026): ``sqrt(var(positions) / var(gradients))``, which equalises the
   scales seen by positions and gradients (exact for a Gaussian with a
   diagonal covariance) and uses the gradients Stan throws away.
+- ``"low_rank"``: nutpie's low-rank modified metric (``low_rank.py``): the
+  Fisher diagonal plus a low-rank correction from the window's draws and
+  gradients, held densely (a (d, d) inverse mass matrix). It buffers the
+  longest slow window's draws and gradients: capacity x d x 2 numbers per chain.
 """
 
 from typing import NamedTuple
@@ -28,11 +32,12 @@ import numpy as np
 from numpyro.infer.hmc_util import build_adaptation_schedule
 
 from ppl.inference.mcmc.integrators import IntegratorState, leapfrog
+from ppl.inference.mcmc.low_rank import window_buffer_estimate, window_buffer_init, window_buffer_update
 from ppl.inference.mcmc.metrics import kinetic_energy, sample_momentum
 
 __all__ = ["AdaptationState", "window_schedule", "window_adaptation", "find_reasonable_step_size", "ADAPTATIONS"]
 
-ADAPTATIONS = ("stan", "fisher_diag")
+ADAPTATIONS = ("stan", "fisher_diag", "low_rank")
 
 
 class AdaptationState(NamedTuple):
@@ -86,9 +91,21 @@ def _regularised_covariance(moments):
 
 
 def _fisher_diagonal(moments):
-    (count, _, m2_position), (_, _, m2_gradient) = moments
-    ratio = m2_position / jnp.maximum(m2_gradient, jnp.finfo(m2_gradient.dtype).tiny)
-    return jnp.clip(jnp.sqrt(ratio), 1e-10, 1e10)
+    """sqrt(var x / var g); 1 where either does not vary (a stuck or flat direction)."""
+    (_, _, m2_position), (_, _, m2_gradient) = moments
+    varies = (m2_position > 0) & (m2_gradient > 0) & jnp.isfinite(m2_position) & jnp.isfinite(m2_gradient)
+    ratio = m2_position / jnp.where(varies, m2_gradient, 1.0)
+    return jnp.where(varies, jnp.clip(jnp.sqrt(ratio), 1e-10, 1e10), 1.0)
+
+
+def longest_slow_window(num_warmup):
+    """The length of the longest slow window of ``window_schedule(num_warmup)`` (0 if none).
+
+    >>> longest_slow_window(1000)
+    500
+    """
+    windows = build_adaptation_schedule(num_warmup)[1:-1] if num_warmup else []
+    return max((w.end - w.start + 1 for w in windows), default=0)
 
 
 def find_reasonable_step_size(key, state, log_density_fn, step_size, inverse_mass_matrix, target=0.8):
@@ -130,8 +147,9 @@ def find_reasonable_step_size(key, state, log_density_fn, step_size, inverse_mas
     return step
 
 
-def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8):
-    """The ``(init, update, final)`` triple of Stan's windowed warmup.
+def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8, num_warmup=1000):
+    """The ``(init, update, final)`` triple of Stan's windowed warmup
+    (``num_warmup`` sizes the window buffer of ``"low_rank"``).
 
     ``init(key, state, log_density_fn, step_size, inverse_mass_matrix)``;
     ``update(key, adaptation_state, flags, kernel_state, acceptance_rate, log_density_fn)``
@@ -144,6 +162,7 @@ def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8):
         raise ValueError(f"adaptation={adaptation!r}: choose one of {ADAPTATIONS}")
     if adaptation == "fisher_diag" and dense_mass:
         raise ValueError("adaptation='fisher_diag' estimates a diagonal metric; it takes dense_mass=False")
+    capacity = max(longest_slow_window(num_warmup), 1)
 
     def restart(key, state, log_density_fn, step_size, inverse_mass_matrix, moments):
         step_size = find_reasonable_step_size(key, state, log_density_fn, step_size, inverse_mass_matrix)
@@ -152,11 +171,15 @@ def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8):
         return AdaptationState(step_size, inverse_mass_matrix, centre, zero, zero, zero, centre, moments)
 
     def fresh_moments(position):
+        if adaptation == "low_rank":
+            return (window_buffer_init(capacity, position.shape[0], position.dtype),)
         one = _welford_init(position.shape[0], dense_mass, position.dtype)
         return (one, one) if adaptation == "fisher_diag" else (one,)
 
     def init(key, state, log_density_fn, step_size, inverse_mass_matrix):
         inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, state.position.dtype)
+        if adaptation == "low_rank" and inverse_mass_matrix.ndim == 1:  # a dense metric throughout
+            inverse_mass_matrix = jnp.diag(inverse_mass_matrix)
         return restart(key, state, log_density_fn, step_size, inverse_mass_matrix, fresh_moments(state.position))
 
     def dual_averaging(adapt, acceptance_rate):
@@ -176,16 +199,24 @@ def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8):
         acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
         adapt = dual_averaging(adapt, acceptance_rate.astype(adapt.step_size.dtype))
         in_slow_window, ends_slow_window = flags[0], flags[1]
-        samples = (state.position, state.log_density_grad)[: len(adapt.moments)]
-        collected = tuple(_welford_update(m, x) for m, x in zip(adapt.moments, samples))
-        moments = jax.tree.map(lambda new, old: jnp.where(in_slow_window, new, old), collected, adapt.moments)
-        adapt = adapt._replace(moments=moments)
+        adapt = adapt._replace(moments=collect(adapt.moments, state, in_slow_window))
 
         def end_window(adapt):
-            estimate = _fisher_diagonal(adapt.moments) if adaptation == "fisher_diag" else _regularised_covariance(adapt.moments[0])
-            return restart(key, state, log_density_fn, adapt.step_size, estimate, fresh_moments(state.position))
+            return restart(key, state, log_density_fn, adapt.step_size, estimate(adapt.moments), fresh_moments(state.position))
 
         return jax.lax.cond(ends_slow_window, end_window, lambda adapt: adapt, adapt)
+
+    def collect(moments, state, in_slow_window):
+        if adaptation == "low_rank":
+            return (window_buffer_update(moments[0], state.position, state.log_density_grad, in_slow_window),)
+        samples = (state.position, state.log_density_grad)[: len(moments)]
+        collected = tuple(_welford_update(m, x) for m, x in zip(moments, samples))
+        return jax.tree.map(lambda new, old: jnp.where(in_slow_window, new, old), collected, moments)
+
+    def estimate(moments):
+        if adaptation == "low_rank":
+            return window_buffer_estimate(moments[0])
+        return _fisher_diagonal(moments) if adaptation == "fisher_diag" else _regularised_covariance(moments[0])
 
     def final(adapt):
         return jnp.exp(adapt.log_step_size_mean), adapt.inverse_mass_matrix

@@ -38,9 +38,10 @@ def nuts(
       ``num_samples``: kept draws per chain; ``num_chains``: independent chains.
     - ``target_accept``: the mean acceptance rate dual averaging aims at (Stan's 0.8).
     - ``max_tree_depth``: at most 2**max_tree_depth - 1 leapfrog steps per transition.
-    - ``adaptation``: the metric's estimator, ``"stan"`` (Welford on positions) or
-      ``"fisher_diag"`` (nutpie: positions and gradients); ``dense_mass``: a full
-      inverse mass matrix instead of a diagonal (``"stan"`` only).
+    - ``adaptation``: the metric's estimator, ``"stan"`` (Welford on positions),
+      ``"fisher_diag"`` (nutpie's diagonal from positions and gradients) or ``"low_rank"``
+      (nutpie's diagonal plus a low-rank correction, held as a dense matrix);
+      ``dense_mass``: a full inverse mass matrix instead of a diagonal (``"stan"``).
     - ``init_radius``: initial positions uniform on (-init_radius, init_radius) in the
       unconstrained space, retried where the log density or gradient is not finite.
     - ``thinning``: keep every thinning-th draw; ``keep``: addresses (a list or a
@@ -155,6 +156,7 @@ def _run(
     discrete = _initial_discrete(model, args, observations, gibbs_paths, key, num_chains) if state is None else state.discrete
     target = _target(model, args, observations, discrete, algorithm["algorithm"])
     chain_keys = jax.random.split(jax.random.fold_in(key, 0), num_chains)
+    dense_mass = bool(dense_mass or adaptation == "low_rank")  # low_rank's metric is held densely
     if state is None:
         chains = _initial_chains(target, key, num_chains, init_radius, dense_mass, step_size, discrete)
     else:

@@ -106,7 +106,7 @@ def _conditioned(settings, target, chain):
 
 
 def _warmup(settings, target, chain_keys, chains, bar_id):
-    adapt_init, update, final = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept)
+    adapt_init, update, final = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept, settings.num_warmup)
 
     def start(chain_key, chain):
         key = jax.random.fold_in(jax.random.fold_in(chain_key, chain.iteration), 1)
