@@ -114,8 +114,9 @@ def _percent(fraction):
 
 
 def _sampler_warnings(stats, shape, max_tree_depth):
-    for name, value in stats.items():
-        if np.shape(value) != shape:
+    for name in ("diverging", "tree_depth"):  # the stats read here; others may have more axes
+        value = stats.get(name)
+        if value is not None and np.shape(value) != shape:
             raise ValueError(f"summary: stats[{name!r}] has shape {np.shape(value)}, expected (chains, draws) = {shape}")
     warnings, num_divergences, size = [], None, int(np.prod(shape))
     if "diverging" in stats:

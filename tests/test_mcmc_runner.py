@@ -166,3 +166,36 @@ def test_to_arviz_and_loo_with_progress_bar(capsys):
     assert np.isfinite(loo.elpd_loo)
     pointwise = jax.vmap(jax.vmap(lambda s: dist.Normal(s * xs, 1.0).log_prob(ys)))(result.samples["slope"])
     np.testing.assert_allclose(data.log_likelihood["rows/y"], pointwise, rtol=1e-5, atol=1e-5)
+
+
+@ppl.gen
+def switch_model():
+    z = ppl.sample("z", dist.Bernoulli(0.3))
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ppl.sample("y", dist.Normal(mu + 2.0 * z, 1.0))
+
+
+def test_run_composed_trace_kernels_and_continue():
+    """Gibbs on z and NUTS on mu (a cycle of trace kernels) through mcmc.run:
+    P(z = 1 | y = 1.5) in closed form within 5 SE, stats of each part, and a
+    continued run equal to one long run."""
+    sweep = mcmc.cycle(
+        mcmc.gibbs(switch_model, "z"),
+        mcmc.on_trace(switch_model, "mu", lambda log_density: mcmc.nuts_kernel(log_density, 0.9, jnp.ones(1))),
+    )
+    keys = jax.random.split(jax.random.key(8), 8)
+    traces = jax.vmap(lambda k: switch_model.generate(k, {"y": 1.5}, ())[0])(keys)
+    states = jax.vmap(sweep.init)(traces)
+    whole = mcmc.run(jax.random.key(9), sweep, states, 400, keep=["z", "mu"], progress=False)
+    assert set(whole.samples) == {"z", "mu"} and whole.samples["z"].shape == (8, 400)
+    assert {"0/conditional_probabilities", "1/acceptance_rate", "1/tree_depth", "diverging"} <= set(whole.stats)
+    likelihood = [np.exp(-((1.5 - 2.0 * z) ** 2) / 4.0) for z in (0, 1)]
+    p1 = 0.3 * likelihood[1] / (0.3 * likelihood[1] + 0.7 * likelihood[0])
+    z = np.asarray(whole.samples["z"], np.float64)
+    import arviz
+
+    se = np.sqrt(p1 * (1 - p1) / float(arviz.ess(z, method="mean")))
+    assert abs(z.mean() - p1) < 5 * se, (z.mean(), p1, se)
+    first = mcmc.run(jax.random.key(9), sweep, states, 200, keep=["z", "mu"], progress=False)
+    second = mcmc.run(jax.random.key(9), sweep, first.state, 200, keep=["z", "mu"], progress=False)
+    np.testing.assert_array_equal(np.concatenate([first.samples["mu"], second.samples["mu"]], 1), whole.samples["mu"])
