@@ -305,7 +305,7 @@ def summary(draws, *, log_weights=None, stats=None, max_tree_depth=None):
     >>> s.names, s.num_divergences
     (['mu', 'theta[0]', 'theta[1]'], 1)
     >>> print(s)  # doctest: +NORMALIZE_WHITESPACE
-    4 chains x 500 draws
+    4 chains x 500 draws, 1 divergent transition
                mean     sd      5%  ...  r_hat
     mu       ...
     warning: 1 divergent transition (0.05% of 2000 draws)
