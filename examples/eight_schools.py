@@ -24,7 +24,7 @@ well: (mu, tau, theta_tilde) is not a funnel under the prior, and with data
 this weak the posterior is not either. theta is a derived quantity there,
 the model's return value, so it comes back in ``result.retvals``.
 
-Run it with ``.venv/bin/python examples/eight_schools.py`` (about a minute,
+Run it with ``.venv/bin/python examples/eight_schools.py`` (20 to 40 s,
 most of it compiling the two samplers). For each parameterisation it prints
 the number of divergent transitions (per chain too), the diagnostics table
 (``result.summary()``) and the bulk effective sample size of tau; the point
@@ -39,6 +39,12 @@ handful) and an ESS of tau in the thousands. It saves to examples/output/:
 - eight_schools_funnel.png: log tau against theta[0] with the divergent draws
   in red, centred beside non-centred: the centred chains cannot reach down
   the funnel's neck, and they diverge where they try.
+
+Measured (seed 0, 4 chains x 1000 draws after 1000 warmup): centred 92
+divergent transitions (per chain 16, 4, 59, 13), bulk ESS of tau 106 (tail
+ESS 23, R-hat 1.045; the summary warns about all three); non-centred 0
+divergences, bulk ESS of tau 2353, every R-hat <= 1.002. The centred chains
+never go below log tau = -1.2; the non-centred ones reach -7.
 """
 
 import time
@@ -215,10 +221,12 @@ def main(num_warmup=NUM_WARMUP, num_samples=NUM_SAMPLES, num_chains=NUM_CHAINS, 
     for name, model in MODELS.items():
         results[name] = result = sample(model, seed, num_warmup, num_samples, num_chains, progress)
         report(name, result)
-    centred_result, noncentred_result = results["centred"], results["non-centred"]
-    print(f"\ncentred: {divergences(centred_result)} divergences, bulk ESS of tau {ess_bulk_tau(centred_result):.0f}; "
-          f"non-centred: {divergences(noncentred_result)} divergences, bulk ESS of tau {ess_bulk_tau(noncentred_result):.0f}. "
-          "The centred funnel defeats NUTS; the non-centred model samples the same posterior cleanly.")  # fmt: skip
+    print()
+    for name, result in results.items():
+        print(f"{name:>11}: {divergences(result):3d} divergences, bulk ESS of tau {ess_bulk_tau(result):5.0f} "
+              f"of {result.num_chains * result.num_samples} draws")  # fmt: skip
+    print("The funnel defeats NUTS in the centred model (divergences, tau mixes badly); "
+          "the non-centred model, the same posterior, does not.")  # fmt: skip
     if output_dir is not None:
         for path in plot(results, output_dir):
             print(f"saved {path}")

@@ -27,7 +27,7 @@ def test_notebook_is_committed_without_outputs(path):
     notebook = nbformat.read(path, as_version=4)
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None, f"{path.name}: cell {index} has outputs: clear them"
+            assert not cell.outputs and cell.execution_count is None, f"{path.name}: cell {index} has outputs"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
@@ -38,4 +38,4 @@ def test_notebook_runs(path, tmp_path):
                             resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
     printed = "".join(output.get("text", "") for output in notebook.cells[-1].outputs if output.output_type == "stream")
-    assert json.loads(printed) == sys.prefix, f"the kernel ran in {printed.strip()}, not in this environment {sys.prefix}"
+    assert json.loads(printed) == sys.prefix, f"the kernel ran in {printed.strip()}, not in {sys.prefix}"
