@@ -17,7 +17,8 @@ from ppl.transforms import unconstrain
 __all__ = ["run", "HMC_BASELINE", "NUTS_BASELINE", "PPL_HMC", "PPL_KERNEL", "PPL_NUTS"]
 
 HMC_BASELINE, PPL_HMC, PPL_KERNEL = "hand-written JAX", "ppl mcmc.hmc", "ppl hmc_kernel + scan"
-NUTS_BASELINE, PPL_NUTS, PPL_PROGRESS, NUMPYRO = "BlackJAX", "ppl mcmc.nuts", "ppl mcmc.nuts, progress=True", "NumPyro"
+NUTS_BASELINE, PPL_NUTS, NUMPYRO = "BlackJAX", "ppl mcmc.nuts", "NumPyro"
+PPL_PROGRESS, PPL_SEQUENTIAL = "ppl mcmc.nuts, progress=True", "ppl mcmc.nuts, chain_method='sequential'"
 HMC_CHAINS = (1, 8)
 HMC_BURN_IN = 100  # transitions dropped from each HMC chain in the check
 K = 5.0  # |z| bound of every check
@@ -109,6 +110,13 @@ def _hmc_section(repeats, log):
             log(f"  {name:30s} {median * scale:8.2f} ms  x{median / base:5.2f}")
     check, ok = _hmc_check(outputs, exact_mean)
     sd = np.sqrt(np.diag(exact_cov))
+    difference = {
+        name: max(
+            float(np.max(np.abs(np.asarray(outputs[c, name]["coeffs"]) - np.asarray(outputs[c, HMC_BASELINE]["coeffs"]))))
+            for c in HMC_CHAINS
+        )
+        for name in (PPL_KERNEL, "BlackJAX")
+    }
     lines = [
         "| chains | system | ms per 1000 transitions (median) | IQR ms | × hand-written | first call s |",
         "|---|---|---|---|---|---|",
@@ -122,6 +130,12 @@ def _hmc_section(repeats, log):
         "| chains | system | c0 (z) | c1 (z) | c2 (z) | acceptance | check |",
         "|---|---|---|---|---|---|---|",
         *check,
+        "",
+        "Same random numbers, same chains (informational: these systems split their keys alike, so they draw the "
+        "same momenta and uniforms; float rounding of the log density may differ): largest |difference| from "
+        "hand-written JAX's draws over the last runs: "
+        + "; ".join(f"*{name}* {v:.1e}" for name, v in difference.items())
+        + ".",
     ]
     return lines, ok, ratios
 
@@ -134,9 +148,11 @@ def _nuts_systems(problem):
     model = problem.make_model()
     ppl_call, ppl_draws = systems.ppl_nuts(problem, model)
     progress_call, _ = systems.ppl_nuts(problem, problem.make_model(), progress=True)
+    sequential_call, _ = systems.ppl_nuts(problem, problem.make_model(), chain_method="sequential")
     calls = {
         PPL_NUTS: (ppl_call, ppl_draws),
         PPL_PROGRESS: (_silenced(progress_call), ppl_draws),
+        PPL_SEQUENTIAL: (sequential_call, ppl_draws),
         NUTS_BASELINE: systems.blackjax_nuts(problem),
         NUMPYRO: systems.numpyro_nuts(problem),
     }
@@ -176,6 +192,7 @@ def _draw_figures(draws_list):
         vmap_steps=float(np.median([d.n_steps.max(axis=0).sum() for d in draws_list])),
         warmup_steps=None if warmup[0] is None else float(np.median(warmup)),
         divergences=float(np.median([d.diverging.sum() for d in draws_list])),
+        step_size=float(np.median([np.median(d.step_size) for d in draws_list])),
         last=draws_list[-1],
     )
 
@@ -241,7 +258,7 @@ def _nuts_section(repeats, log):
             rows.append(
                 f"| {label} | {name} | {first[name]:.2f} | {median:.2f} | {iqr:.2f} | {median / base:.2f} "
                 f"| {f['ess']:.0f} ({f['slowest']}) | {f['ess'] / median:.0f} | {f['n_steps']:,.0f} | {warm} "
-                f"| {per_grad} | {f['divergences']:.0f} |"
+                f"| {per_grad} | {f['step_size']:.3g} | {f['divergences']:.0f} |"
             )
             log(f"  {label}: {name:32s} {median:6.2f} s  x{median / base:5.2f}  ESS/s {f['ess'] / median:7.0f}")
         sampling = _sampling_only(problem, model, outputs[PPL_NUTS][-1], outputs[NUTS_BASELINE][-1], repeats + 1)
@@ -256,8 +273,8 @@ def _nuts_section(repeats, log):
         del outputs
     lines = [
         "| model | system | first call s | second call s (median) | IQR s | × BlackJAX | min bulk ESS (slowest) "
-        "| ESS/s | leapfrog steps, sampling | leapfrog steps, warmup | µs per leapfrog step | divergences |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ESS/s | leapfrog steps, sampling | leapfrog steps, warmup | µs per leapfrog step | step size | divergences |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Where the time goes: the sampling phase alone (1000 transitions from the adapted state, parameters fixed; "
@@ -377,7 +394,9 @@ def run(repeats=5, log=print):
         "call (each call compiles). First call: a fresh model / function (compile included); second call: median of "
         "interleaved repeats with new keys. ESS: ArviZ's bulk ESS of the slowest-mixing scalar parameter (median "
         "over repeats). Leapfrog steps: the sum of `n_steps` (gradient evaluations) over the kept draws, and over "
-        "warmup where the system reports it; µs per leapfrog step: the call's time over all its steps.",
+        "warmup where the system reports it; µs per leapfrog step: the call's time over all its steps; step size: "
+        "the adapted one. *chain_method='sequential'*: the same one chain run without the vmap over chains "
+        "(`lax.map`), which shows what vmapping a single chain costs in compile time.",
         "",
         *nuts_lines,
         "",

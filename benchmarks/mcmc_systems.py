@@ -70,13 +70,15 @@ TRUE_COEFFS = (0.4, -0.9, 0.7)
 
 class NUTSDraws(NamedTuple):
     """What every NUTS system's output becomes: constrained draws by name
-    (leaves (chains, draws, ...)), per-draw leapfrog steps and divergences, and
-    the warmup's leapfrog steps in total (None where the system does not say)."""
+    (leaves (chains, draws, ...)), per-draw leapfrog steps and divergences, the
+    warmup's leapfrog steps in total (None where the system does not say), and
+    the adapted step size of each chain."""
 
     samples: dict
     n_steps: np.ndarray
     diverging: np.ndarray
     warmup_steps: int | None
+    step_size: np.ndarray
 
 
 def _uniform_start(key, dimension):
@@ -365,7 +367,8 @@ PROBLEMS = {"eight schools": _eight_schools, "logistic regression 5000x20": _log
 
 def _ppl_draws(result):
     stats = result.stats
-    return NUTSDraws(dict(result.samples), np.asarray(stats["n_steps"]), np.asarray(stats["diverging"]), None)
+    step_size = np.asarray(stats["step_size"])[:, -1]
+    return NUTSDraws(dict(result.samples), np.asarray(stats["n_steps"]), np.asarray(stats["diverging"]), None, step_size)
 
 
 def ppl_nuts(problem, model, num_chains=1, chain_method="vmap", progress=False, num_warmup=NUM_WARMUP, state=None):
@@ -406,9 +409,10 @@ def blackjax_nuts(problem):
         return outputs, jnp.sum(info.info.num_integration_steps), (state, parameters)
 
     def draws(output):
-        (positions, n_steps, diverging), warmup_steps, _ = output
+        (positions, n_steps, diverging), warmup_steps, (_, parameters) = output
         samples = jax.tree.map(lambda a: np.asarray(a)[None], problem.constrain(positions))
-        return NUTSDraws(samples, np.asarray(n_steps)[None], np.asarray(diverging)[None], int(warmup_steps))
+        step_size = np.asarray(parameters["step_size"])[None]
+        return NUTSDraws(samples, np.asarray(n_steps)[None], np.asarray(diverging)[None], int(warmup_steps), step_size)
 
     return lambda key: run(key, *problem.log_density_args), draws
 
@@ -439,7 +443,8 @@ def numpyro_nuts(problem):
     def draws(sampler):
         extra = sampler.get_extra_fields(group_by_chain=True)
         samples = {k: np.asarray(v) for k, v in sampler.get_samples(group_by_chain=True).items()}
-        return NUTSDraws(samples, np.asarray(extra["num_steps"]), np.asarray(extra["diverging"]), None)
+        step_size = np.asarray(sampler.last_state.adapt_state.step_size).reshape(-1)
+        return NUTSDraws(samples, np.asarray(extra["num_steps"]), np.asarray(extra["diverging"]), None, step_size)
 
     return call, draws
 
