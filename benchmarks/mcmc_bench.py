@@ -19,6 +19,7 @@ __all__ = ["run", "HMC_BASELINE", "NUTS_BASELINE", "PPL_HMC", "PPL_KERNEL", "PPL
 HMC_BASELINE, PPL_HMC, PPL_KERNEL = "hand-written JAX", "ppl mcmc.hmc", "ppl hmc_kernel + scan"
 NUTS_BASELINE, PPL_NUTS, NUMPYRO = "BlackJAX", "ppl mcmc.nuts", "NumPyro"
 PPL_PROGRESS, PPL_SEQUENTIAL = "ppl mcmc.nuts, progress=True", "ppl mcmc.nuts, chain_method='sequential'"
+PPL_NUTS_KERNEL = "ppl nuts_kernel + scan"
 HMC_CHAINS = (1, 8)
 HMC_BURN_IN = 100  # transitions dropped from each HMC chain in the check
 K = 5.0  # |z| bound of every check
@@ -87,36 +88,45 @@ def _hmc_check(outputs, exact_mean):
     return rows, ok
 
 
+def _hmc_timings(num_chains, data, repeats, log):
+    """First calls, then interleaved repeats of every HMC system with ``num_chains`` chains:
+    (rows, {system: ratio to hand-written}, {system: last output})."""
+    calls = {name: _silenced(c) if "progress" in name else c for name, c in systems.hmc_systems(num_chains, data).items()}
+    first = {name: timed(call, jax.random.key(0))[0] for name, call in calls.items()}
+    log(f"[mcmc] HMC, {num_chains} chain(s): {repeats} interleaved repeats")
+    keys = [jax.random.key(1000 + r) for r in range(repeats)]
+    times, last = interleaved({name: (lambda r, c=call: c(keys[r])) for name, call in calls.items()}, repeats)
+    base, _ = summary(times[HMC_BASELINE])
+    scale = 1000 / systems.HMC_TRANSITIONS * 1e3  # ms per 1000 transitions (of every chain)
+    rows, ratios = [], {}
+    for name in calls:
+        median, iqr = summary(times[name])
+        ratios[name] = median / base
+        rows.append(f"| {num_chains} | {name} | {median * scale:.2f} | {iqr * scale:.2f} | {median / base:.2f} | {first[name]:.2f} |")
+        log(f"  {name:30s} {median * scale:8.2f} ms  x{median / base:5.2f}")
+    return rows, ratios, last
+
+
+def _largest_difference(outputs, name):
+    """Largest |difference| between ``name``'s draws and hand-written JAX's (same keys)."""
+    return max(
+        float(np.max(np.abs(np.asarray(outputs[c, name]["coeffs"]) - np.asarray(outputs[c, HMC_BASELINE]["coeffs"]))))
+        for c in HMC_CHAINS
+    )
+
+
 def _hmc_section(repeats, log):
     data = systems.make_poly_data()
     exact_mean, exact_cov = systems.poly_exact_posterior(*data)
-    keys = [jax.random.key(1000 + r) for r in range(repeats)]
     rows, outputs, ratios = [], {}, {}
     for num_chains in HMC_CHAINS:
-        calls = systems.hmc_systems(num_chains, data)
-        calls = {name: _silenced(c) if "progress" in name else c for name, c in calls.items()}
-        first = {name: timed(call, jax.random.key(0))[0] for name, call in calls.items()}
-        log(f"[mcmc] HMC, {num_chains} chain(s): {repeats} interleaved repeats")
-        times, last = interleaved({name: (lambda r, c=call: c(keys[r])) for name, call in calls.items()}, repeats)
-        base, _ = summary(times[HMC_BASELINE])
-        for name in calls:
-            median, iqr = summary(times[name])
-            ratios[num_chains, name] = median / base
-            outputs[num_chains, name] = last[name]
-            scale = 1000 / systems.HMC_TRANSITIONS * 1e3  # ms per 1000 transitions (of every chain)
-            rows.append(
-                f"| {num_chains} | {name} | {median * scale:.2f} | {iqr * scale:.2f} | {median / base:.2f} | {first[name]:.2f} |"
-            )
-            log(f"  {name:30s} {median * scale:8.2f} ms  x{median / base:5.2f}")
+        chain_rows, chain_ratios, last = _hmc_timings(num_chains, data, repeats, log)
+        rows += chain_rows
+        ratios.update({(num_chains, name): r for name, r in chain_ratios.items()})
+        outputs.update({(num_chains, name): out for name, out in last.items()})
     check, ok = _hmc_check(outputs, exact_mean)
     sd = np.sqrt(np.diag(exact_cov))
-    difference = {
-        name: max(
-            float(np.max(np.abs(np.asarray(outputs[c, name]["coeffs"]) - np.asarray(outputs[c, HMC_BASELINE]["coeffs"]))))
-            for c in HMC_CHAINS
-        )
-        for name in (PPL_KERNEL, "BlackJAX")
-    }
+    same = "; ".join(f"*{name}* {_largest_difference(outputs, name):.1e}" for name in (PPL_KERNEL, "BlackJAX"))
     lines = [
         "| chains | system | ms per 1000 transitions (median) | IQR ms | × hand-written | first call s |",
         "|---|---|---|---|---|---|",
@@ -133,9 +143,7 @@ def _hmc_section(repeats, log):
         "",
         "Same random numbers, same chains (informational: these systems split their keys alike, so they draw the "
         "same momenta and uniforms; float rounding of the log density may differ): largest |difference| from "
-        "hand-written JAX's draws over the last runs: "
-        + "; ".join(f"*{name}* {v:.1e}" for name, v in difference.items())
-        + ".",
+        f"hand-written JAX's draws over the last runs: {same}.",
     ]
     return lines, ok, ratios
 
@@ -197,17 +205,20 @@ def _draw_figures(draws_list):
     )
 
 
-def _sampling_only(problem, model, ppl_result, blackjax_output, repeats):
-    """The sampling phase alone (1000 transitions, adapted parameters held fixed)
-    for ppl (``mcmc.nuts(num_warmup=0, state=result.state)``) and BlackJAX's loop:
+def _sampling_only(problem, model, ppl_result, repeats):
+    """The sampling phase alone: 1000 transitions from ppl's final position with ppl's
+    adapted step size and metric held fixed, by ppl's call (``mcmc.nuts(num_warmup=0,
+    state=result.state)``), ppl's kernel in a plain jitted scan, and BlackJAX's loop:
     {name: (median seconds, median leapfrog steps)}."""
-    ppl_call, _ = systems.ppl_nuts(problem, model, num_warmup=0, state=ppl_result.state)
-    blackjax_call = systems.blackjax_nuts_sampling(problem)
-    adapted = blackjax_output[2]
-    calls = {PPL_NUTS: ppl_call, NUTS_BASELINE: lambda key: blackjax_call(key, adapted)}
-    steps = {
-        PPL_NUTS: lambda out: np.asarray(out.stats["n_steps"]).sum(),
-        NUTS_BASELINE: lambda out: np.asarray(out[1][1]).sum(),
+    state = ppl_result.state
+    parameters = (state.kernel_state.position[0], state.step_size[0], state.inverse_mass_matrix[0])
+    ppl_call, _ = systems.ppl_nuts(problem, model, num_warmup=0, state=state)
+    kernel = systems.ppl_nuts_kernel_sampling(unconstrain(model, problem.args, problem.observations))
+    blackjax = systems.blackjax_nuts_sampling(problem)
+    calls = {
+        PPL_NUTS: lambda key: ppl_call(key).stats["n_steps"],
+        PPL_NUTS_KERNEL: lambda key: kernel(key, *parameters),
+        NUTS_BASELINE: lambda key: blackjax(key, *parameters),
     }
     for call in calls.values():
         timed(call, jax.random.key(0))
@@ -216,8 +227,8 @@ def _sampling_only(problem, model, ppl_result, blackjax_output, repeats):
 
     def counted(name):
         def one(r):
-            out = calls[name](keys[r])
-            counts[name].append(steps[name](jax.block_until_ready(out)))
+            out = jax.block_until_ready(calls[name](keys[r]))
+            counts[name].append(float(np.sum(out)))
             return out
 
         return one
@@ -239,53 +250,75 @@ def _gradient_cost(problem, model):
     return {name: summary(seconds)[0] / 1000 * 1e6 for name, seconds in times.items()}
 
 
+def _nuts_row(label, name, first, seconds, figures):
+    median, iqr = summary(seconds)
+    f = figures
+    known = f["warmup_steps"] is not None
+    per_step = f"{median / (f['n_steps'] + f['warmup_steps']) * 1e6:.1f}" if known else "-"
+    warm = f"{f['warmup_steps']:,.0f}" if known else "-"
+    return (
+        f"| {label} | {name} | {first:.2f} | {median:.2f} | {iqr:.2f} | {f['ratio']:.2f} "
+        f"| {f['ess']:.0f} ({f['slowest']}) | {f['ess'] / median:.0f} | {f['n_steps']:,.0f} | {warm} "
+        f"| {per_step} | {f['step_size']:.3g} | {f['divergences']:.0f} |"
+    )
+
+
+def _diagnostic_row(label, problem, model, ppl_result, repeats):
+    """Where the time goes on one model: the sampling phase alone and one gradient."""
+    sampling = _sampling_only(problem, model, ppl_result, repeats)
+    gradient = _gradient_cost(problem, model)
+    per_step = {name: seconds / steps for name, (seconds, steps) in sampling.items()}
+    cells = " | ".join(f"{sampling[n][0]:.3f} s, {sampling[n][1]:,.0f} steps, {per_step[n] * 1e6:.2f} µs/step" for n in sampling)
+    ratios = " | ".join(f"{per_step[n] / per_step[NUTS_BASELINE]:.2f}" for n in (PPL_NUTS, PPL_NUTS_KERNEL))
+    return f"| {label} | {cells} | {ratios} | {gradient['ppl']:.2f} | {gradient['hand']:.2f} |", per_step
+
+
+def _nuts_problem(label, repeats, log):
+    """(rows, diagnostic row, {system: figures}, {system: last draws}) of one model."""
+    problem = systems.PROBLEMS[label]()
+    calls, model = _nuts_systems(problem)
+    log(f"[mcmc] NUTS on {label}: first calls, then {repeats} interleaved repeats")
+    first, times, outputs = _run_repeats({name: c for name, (c, _) in calls.items()}, repeats, log, label)
+    base, _ = summary(times[NUTS_BASELINE])
+    rows, figures, draws = [], {}, {}
+    for name, (_, to_draws) in calls.items():
+        median, _ = summary(times[name])
+        f = _draw_figures([to_draws(out) for out in outputs[name]])
+        figures[name] = dict(f, seconds=median, ratio=median / base, first=first[name])
+        draws[label, name] = f["last"]
+        rows.append(_nuts_row(label, name, first[name], times[name], figures[name]))
+        log(f"  {label}: {name:32s} {median:6.2f} s  x{median / base:5.2f}  ESS/s {f['ess'] / median:7.0f}")
+    diagnostic, per_step = _diagnostic_row(label, problem, model, outputs[PPL_NUTS][-1], repeats + 1)
+    figures["sampling only"] = per_step
+    return rows, diagnostic, figures, draws
+
+
 def _nuts_section(repeats, log):
     rows, diagnostics, figures, draws = [], [], {}, {}
-    for label, make_problem in systems.PROBLEMS.items():
-        problem = make_problem()
-        calls, model = _nuts_systems(problem)
-        log(f"[mcmc] NUTS on {label}: first calls, then {repeats} interleaved repeats")
-        first, times, outputs = _run_repeats({name: c for name, (c, _) in calls.items()}, repeats, log, label)
-        base, _ = summary(times[NUTS_BASELINE])
-        for name, (_, to_draws) in calls.items():
-            median, iqr = summary(times[name])
-            f = _draw_figures([to_draws(out) for out in outputs[name]])
-            figures[label, name] = dict(f, seconds=median, ratio=median / base, first=first[name])
-            draws[label, name] = f["last"]
-            total = f["n_steps"] + (f["warmup_steps"] or 0)
-            per_grad = f"{median / total * 1e6:.1f}" if f["warmup_steps"] is not None else "-"
-            warm = f"{f['warmup_steps']:,.0f}" if f["warmup_steps"] is not None else "-"
-            rows.append(
-                f"| {label} | {name} | {first[name]:.2f} | {median:.2f} | {iqr:.2f} | {median / base:.2f} "
-                f"| {f['ess']:.0f} ({f['slowest']}) | {f['ess'] / median:.0f} | {f['n_steps']:,.0f} | {warm} "
-                f"| {per_grad} | {f['step_size']:.3g} | {f['divergences']:.0f} |"
-            )
-            log(f"  {label}: {name:32s} {median:6.2f} s  x{median / base:5.2f}  ESS/s {f['ess'] / median:7.0f}")
-        sampling = _sampling_only(problem, model, outputs[PPL_NUTS][-1], outputs[NUTS_BASELINE][-1], repeats + 1)
-        gradient = _gradient_cost(problem, model)
-        (ppl_s, ppl_n), (bj_s, bj_n) = sampling[PPL_NUTS], sampling[NUTS_BASELINE]
-        figures[label, "sampling only"] = dict(ppl=ppl_s / ppl_n, blackjax=bj_s / bj_n)
-        diagnostics.append(
-            f"| {label} | {ppl_s:.3f} | {ppl_n:,.0f} | {ppl_s / ppl_n * 1e6:.1f} | {bj_s:.3f} | {bj_n:,.0f} "
-            f"| {bj_s / bj_n * 1e6:.1f} | {(ppl_s / ppl_n) / (bj_s / bj_n):.2f} | {gradient['ppl']:.2f} "
-            f"| {gradient['hand']:.2f} |"
-        )
-        del outputs
+    for label in systems.PROBLEMS:
+        problem_rows, diagnostic, problem_figures, problem_draws = _nuts_problem(label, repeats, log)
+        rows += problem_rows
+        diagnostics.append(diagnostic)
+        figures.update({(label, name): f for name, f in problem_figures.items()})
+        draws.update(problem_draws)
     lines = [
         "| model | system | first call s | second call s (median) | IQR s | × BlackJAX | min bulk ESS (slowest) "
         "| ESS/s | leapfrog steps, sampling | leapfrog steps, warmup | µs per leapfrog step | step size | divergences |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Where the time goes: the sampling phase alone (1000 transitions from the adapted state, parameters fixed; "
-        "ppl: `mcmc.nuts(..., num_warmup=0, state=result.state)` as a user calls it, BlackJAX: its sampling loop "
-        "in one jit), per leapfrog step (each one gradient evaluation); and one `value_and_grad` of the log "
-        "density alone (1000 chained evaluations in a jitted scan): ppl's `unconstrain(...).log_density` vs the "
-        "hand-written one that BlackJAX samples.",
+        "Where the time goes: the sampling phase alone, 1000 transitions from ppl's last position with ppl's "
+        "adapted step size and metric held fixed (the same work for all three, up to the random trajectory "
+        "lengths), per leapfrog step (one gradient evaluation each): *ppl mcmc.nuts*: "
+        "`mcmc.nuts(..., num_warmup=0, state=result.state)` as a user calls it; *ppl nuts_kernel + scan*: "
+        "`mcmc.nuts_kernel(target.log_density, ...)` in a plain jitted scan (no driver, no vmap over chains); "
+        "*BlackJAX*: its `blackjax.nuts` loop on the hand-written log density in one jit. Last two columns: one "
+        "`value_and_grad` of the log density alone (1000 chained evaluations in a jitted scan), ppl's "
+        "`unconstrain(...).log_density` and the hand-written one.",
         "",
-        "| model | ppl s | ppl steps | ppl µs/step | BlackJAX s | BlackJAX steps | BlackJAX µs/step "
-        "| ppl ÷ BlackJAX per step | ppl log density µs/grad | hand-written µs/grad |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | {PPL_NUTS} | {PPL_NUTS_KERNEL} | BlackJAX | {PPL_NUTS} ÷ BlackJAX per step "
+        f"| {PPL_NUTS_KERNEL} ÷ BlackJAX per step | ppl log density µs/grad | hand-written µs/grad |",
+        "|---|---|---|---|---|---|---|---|",
         *diagnostics,
     ]
     return lines, figures, draws

@@ -57,6 +57,7 @@ __all__ = [
     "ppl_nuts",
     "blackjax_nuts",
     "blackjax_nuts_sampling",
+    "ppl_nuts_kernel_sampling",
     "numpyro_nuts",
     "gradient_chain",
 ]
@@ -418,16 +419,33 @@ def blackjax_nuts(problem):
 
 
 def blackjax_nuts_sampling(problem):
-    """Only BlackJAX's sampling loop (1000 transitions) from an adapted state and parameters,
-    in one jit: ``fn(key, (state, parameters))``; its output is ``(state, (positions, n_steps, diverging))``."""
+    """BlackJAX's NUTS loop alone (1000 transitions) from ``position`` with a given step size and
+    inverse mass matrix, in one jit: ``fn(key, position, step_size, inverse_mass_matrix) -> n_steps``."""
 
     @jax.jit
-    def run(key, adapted, *data):
-        state, parameters = adapted
+    def run(key, position, step_size, inverse_mass_matrix, *data):
         log_density = lambda position: problem.log_density(position, *data)
-        return _blackjax_sample(log_density, parameters["step_size"], parameters["inverse_mass_matrix"], state, key)
+        state = blackjax.nuts(log_density, step_size, inverse_mass_matrix).init(position)
+        return _blackjax_sample(log_density, step_size, inverse_mass_matrix, state, key)[1][1]
 
-    return lambda key, adapted: run(key, adapted, *problem.log_density_args)
+    return lambda key, *parameters: run(key, *parameters, *problem.log_density_args)
+
+
+def ppl_nuts_kernel_sampling(target):
+    """ppl's ``mcmc.nuts_kernel(target.log_density, ...)`` driven by one jitted ``lax.scan``
+    (1000 transitions): ``fn(key, position, step_size, inverse_mass_matrix) -> n_steps``."""
+
+    @jax.jit
+    def run(key, position, step_size, inverse_mass_matrix, target):
+        kernel = mcmc.nuts_kernel(target.log_density, step_size, inverse_mass_matrix)
+
+        def step(state, key):
+            state, info = kernel.step(key, state)
+            return state, info.num_integration_steps
+
+        return jax.lax.scan(step, kernel.init(position), jax.random.split(key, NUM_SAMPLES))[1]
+
+    return lambda key, *parameters: run(key, *parameters, target)
 
 
 def numpyro_nuts(problem):
