@@ -31,4 +31,5 @@ test: venv
 	$(BIN)/python -m pytest tests
 
 bench: venv
+	$(BIN)/python -m pip install -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run

@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.run --quick    # a smaller run, printed only
     .venv/bin/python -m benchmarks.run vae        # only the VAE benchmark, printed only
     .venv/bin/python -m benchmarks.run mh         # only the MH-step benchmark, printed only
+    .venv/bin/python -m benchmarks.run mcmc       # only the MCMC benchmark (HMC, NUTS, chains), printed only
 """
 
 import argparse
@@ -17,13 +18,13 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import compile_bench, importance_bench, importance_simple_bench, mh_bench, vae_bench  # noqa: E402
+from benchmarks import compile_bench, importance_bench, importance_simple_bench, mcmc_bench, mh_bench, vae_bench  # noqa: E402
 from benchmarks.timing import machine_description  # noqa: E402
 
 __all__ = ["main"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("importance", "simple", "compile", "vae", "mh")
+BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc")
 
 
 def _ints(text):
@@ -47,8 +48,13 @@ def _parse(argv):
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--skip-vae", action="store_true")
     parser.add_argument("--skip-mh", action="store_true")
+    parser.add_argument("--skip-mcmc", action="store_true")
     parser.add_argument("--vae-repeats", type=int, help="interleaved repeats of 200 VAE steps (default 15, 5 with --quick)")
     parser.add_argument("--mh-repeats", type=int, help="interleaved repeats of the MH chains (default 15, 5 with --quick)")
+    parser.add_argument(
+        "--mcmc-repeats", type=int,
+        help="interleaved repeats of each NUTS call (default 5, 2 with --quick; HMC: 3x, vmap vs sequential: 2 fewer)",
+    )
     parser.add_argument("--output", help="markdown file to write (default benchmarks/RESULTS.md, none with --quick)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -61,8 +67,10 @@ def _parse(argv):
     args.skip_compile |= "compile" not in selected
     args.skip_vae |= "vae" not in selected
     args.skip_mh |= "mh" not in selected
+    args.skip_mcmc |= "mcmc" not in selected
     args.vae_repeats = args.vae_repeats or (5 if quick else 15)
     args.mh_repeats = args.mh_repeats or (5 if quick else 15)
+    args.mcmc_repeats = args.mcmc_repeats or (2 if quick else 5)
     args.sizes = args.sizes or ([1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000])
     args.compile_sizes = args.compile_sizes or ([10, 25, 50] if quick else [10, 25, 50, 100, 200])
     if args.diagnose_sizes is None:
@@ -158,13 +166,42 @@ def _mh_targets(medians):
     return [f"- MH step through regenerate within 1.1× of hand-written JAX: **{'met' if ratio <= 1.1 else 'missed'}** ({ratio:.2f}×)"]
 
 
+def _mcmc_targets(figures):
+    """The MCMC targets: fixed-step HMC within 1.05x of hand-written JAX; NUTS
+    within 1.05x of BlackJAX from the second call, and faster than NumPyro."""
+    if not figures:
+        return []
+    hmc = figures["hmc"]
+    lines = []
+    for name in (mcmc_bench.PPL_HMC, mcmc_bench.PPL_KERNEL):
+        ratios = {c: hmc[c, name] for c in mcmc_bench.HMC_CHAINS}
+        shown = ", ".join(f"{r:.2f}× with {c} chain{'s' if c > 1 else ''}" for c, r in ratios.items())
+        met = "met" if max(ratios.values()) <= 1.05 else "missed"
+        lines.append(f"- fixed-step HMC, {name}, within 1.05× of hand-written JAX: **{met}** ({shown})")
+    nuts = figures["nuts"]
+    models = list(dict.fromkeys(model for model, _ in nuts))
+    ratio = {m: nuts[m, mcmc_bench.PPL_NUTS]["ratio"] for m in models}
+    shown = ", ".join(f"{r:.2f}× on {m}" for m, r in ratio.items())
+    met = "met" if max(ratio.values()) <= 1.05 else "missed"
+    lines.append(f"- NUTS, ppl mcmc.nuts within 1.05× of BlackJAX from the second call: **{met}** ({shown})")
+    versus = {m: nuts[m, mcmc_bench.PPL_NUTS]["seconds"] / nuts[m, mcmc_bench.NUMPYRO]["seconds"] for m in models}
+    shown = ", ".join(f"{r:.2f}× NumPyro's time on {m}" for m, r in versus.items())
+    lines.append(f"- NUTS, ppl mcmc.nuts faster than NumPyro: **{'met' if max(versus.values()) < 1 else 'missed'}** ({shown})")
+    chains = figures["chains"]
+    shown = ", ".join(
+        f"{m}: vmap {chains[m, 'vmap']['seconds']:.2f} s vs sequential {chains[m, 'sequential']['seconds']:.2f} s" for m in models
+    )
+    lines.append(f"- 4 chains (informational, chooses the default chain_method): {shown}")
+    return lines
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
     start = time.perf_counter()
     command = "python -m benchmarks.run" + ("" if not argv else " " + " ".join(argv))
     lines = [
-        "# Benchmarks: ppl vs hand-written JAX vs NumPyro",
+        "# Benchmarks: ppl vs hand-written JAX vs NumPyro (and BlackJAX)",
         "",
         f"- command: `{command}`",
         f"- machine: {machine_description()}",
@@ -239,8 +276,20 @@ def main(argv=None):
         table, mh_ok, mh_medians = mh_bench.run(repeats=args.mh_repeats)
         ok &= mh_ok
         body += table + [""]
+    mcmc_figures = {}
+    if not args.skip_mcmc:
+        body += [
+            "## (E) MCMC: fixed-step HMC, NUTS, vmap vs sequential chains",
+            "",
+            "ppl's `mcmc.hmc` / `mcmc.nuts` as a user calls them, against hand-written JAX (HMC), BlackJAX and "
+            "NumPyro, with statistical checks that every system samples the same posterior.",
+            "",
+        ]
+        table, mcmc_ok, mcmc_figures = mcmc_bench.run(repeats=args.mcmc_repeats)
+        ok &= mcmc_ok
+        body += table + [""]
     targets = _targets(medians, compile_results, args.sizes, args.compile_sizes)
-    lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + [""] + body
+    lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + _mcmc_targets(mcmc_figures) + [""] + body
     lines.append(f"Total wall time of this run: {time.perf_counter() - start:.0f} s.")
     report = "\n".join(lines) + "\n"
     print("\n" + report)
