@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.core import as_key
+from ppl.core import as_args, as_key
 from ppl.choicemap import as_path, by_path, filter_choices, from_paths, merge, select
 from ppl.errors import AddressError, DiscreteLatentError, format_address
 from ppl.inference.mcmc.adaptation import ADAPTATIONS
@@ -151,7 +151,7 @@ def _run(
     _check_settings(num_warmup, num_samples, num_chains, target_accept, adaptation, thinning, chain_method, init_radius)
     if adaptation == "fisher_diag" and dense_mass:
         raise ValueError("adaptation='fisher_diag' estimates a diagonal metric; it takes dense_mass=False")
-    key = as_key(key)
+    key, args = as_key(key), as_args(args)
     gibbs_paths = tuple(as_path(a) for a in (gibbs or ()))
     discrete = _initial_discrete(model, args, observations, gibbs_paths, key, num_chains) if state is None else state.discrete
     target = _target(model, args, observations, discrete, algorithm["algorithm"])
@@ -168,7 +168,7 @@ def _run(
         target_accept=float(target_accept), gibbs=gibbs_paths, **algorithm,
     )
     traced = isinstance(chain_keys, jax.core.Tracer) or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(target))
-    with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description="warmup") as bar:
+    with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description="warmup" if num_warmup else "sampling") as bar:
         chains, positions, samples, retvals, stats = sample_chains(target, chain_keys, chains, bar.id, settings)
     return MCMCResult(_kept(samples, keep), retvals, stats, chains, positions, target, algorithm["max_tree_depth"] or None)
 

@@ -14,7 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bar everywhere (tqdm.auto wants ipywidgets in Jupyter)
 
 __all__ = ["ProgressBar", "tick"]
 
@@ -57,7 +57,8 @@ class ProgressBar:
         rate = (total_done - self.start[1]) / max(now - self.start[0], 1e-9)
         phase = "warmup" if "warmup" in self.phase.values() else "sampling"
         self.bar.set_description(phase, refresh=False)  # tqdm adds ": "
-        self.bar.set_postfix_str(f"{rate:,.0f} draws/s, {sum(self.divergences.values())} divergences", refresh=False)
+        speed = f"{rate:,.0f} draws/s, " if now > self.start[0] else ""
+        self.bar.set_postfix_str(f"{speed}{sum(self.divergences.values())} divergences", refresh=False)
         self.bar.update(total_done - self.bar.n)
 
 

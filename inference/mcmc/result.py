@@ -54,16 +54,24 @@ class MCMCResult:
             f"{divergences} divergences)"
         )
 
-    def summary(self):
+    def summary(self, retvals=True):
         """Mean, sd, 5/50/95% quantiles, MCSE of the mean, bulk and tail ESS and
-        rank-normalised split R-hat per scalar of the samples and the return
-        values, the number of divergences, and warnings: a ``diagnostics.Summary``."""
+        rank-normalised split R-hat per scalar of the samples (in the model's
+        order) and of the return values (``retvals=False`` leaves them out), the
+        number of divergences, and warnings: a ``diagnostics.Summary``."""
         from ppl.inference.diagnostics import summary
 
-        draws = dict(self.samples) if isinstance(self.samples, dict) else {"samples": self.samples}
-        if self.retvals is not None and jax.tree.leaves(self.retvals):
+        draws = self._ordered_samples() if isinstance(self.samples, dict) else {"samples": self.samples}
+        if retvals and self.retvals is not None and jax.tree.leaves(self.retvals):
             draws["retval"] = self.retvals
         return summary(draws, stats=self.stats, max_tree_depth=self.max_tree_depth)
+
+    def _ordered_samples(self):
+        """The samples with addresses in the order the model makes them (jit sorts dict keys)."""
+        flat = by_path(self.samples)
+        order = [latent.address for latent in self.target.latents] if self.target is not None else []
+        paths = [p for p in order if p in flat] + [p for p in flat if p not in order]
+        return from_paths({path: flat[path] for path in paths})
 
     def log_likelihood(self):
         """The log density of each observed choice at every draw, nested like
