@@ -13,7 +13,13 @@
   compose them.
 """
 
-from ppl.inference.mcmc.adaptation import AdaptationState, find_reasonable_step_size, window_adaptation, window_schedule
+from ppl.inference.mcmc.adaptation import (
+    AdaptationState,
+    WindowAdaptation,
+    find_reasonable_step_size,
+    window_adaptation,
+    window_schedule,
+)
 from ppl.inference.mcmc.calls import hmc, mala, nuts
 from ppl.inference.mcmc.compose import (
     BlockInfo,
@@ -59,6 +65,7 @@ __all__ = [
     "mala_kernel",
     "mala_step",
     "AdaptationState",
+    "WindowAdaptation",
     "window_adaptation",
     "window_schedule",
     "find_reasonable_step_size",

@@ -1,6 +1,6 @@
-"""Warmup: Stan's windowed adaptation of the step size and the metric, as an
-``(init, update, final)`` triple stepping through a precomputed schedule
-(BlackJAX's ``window_adaptation`` shape, without its closures).
+"""Warmup: Stan's windowed adaptation of the step size and the metric, as
+pure ``init`` / ``begin`` / ``update`` / ``final`` functions stepping through a
+precomputed schedule (BlackJAX's ``window_adaptation`` shape, without its closures).
 
 The schedule (Stan reference manual, "HMC algorithm parameters"): an initial
 fast window (step size only, 75 draws), slow windows of doubling length (25,
@@ -24,7 +24,7 @@ Metric estimators (``adaptation=``):
   longest slow window's draws and gradients: capacity x d x 2 numbers per chain.
 """
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,10 @@ from ppl.inference.mcmc.integrators import IntegratorState, leapfrog
 from ppl.inference.mcmc.low_rank import window_buffer_estimate, window_buffer_init, window_buffer_update
 from ppl.inference.mcmc.metrics import kinetic_energy, sample_momentum
 
-__all__ = ["AdaptationState", "window_schedule", "window_adaptation", "find_reasonable_step_size", "ADAPTATIONS"]
+__all__ = [
+    "AdaptationState", "WindowAdaptation", "window_schedule", "window_adaptation", "find_reasonable_step_size",
+    "longest_slow_window", "ADAPTATIONS",
+]
 
 ADAPTATIONS = ("stan", "fisher_diag", "low_rank")
 
@@ -52,18 +55,22 @@ class AdaptationState(NamedTuple):
 
 
 def window_schedule(num_warmup):
-    """Per warmup transition, ``(in_slow_window, ends_slow_window)``: a numpy
-    bool array of shape (num_warmup, 2), Stan's windows.
+    """Per warmup transition, ``(in_slow_window, ends_slow_window,
+    starts_window)``: a numpy bool array of shape (num_warmup, 3), Stan's
+    windows; ``starts_window`` marks the first transition and each one after
+    a metric update (a step size search comes before it).
 
     >>> flags = window_schedule(1000)
-    >>> int(flags[:, 0].sum()), np.flatnonzero(flags[:, 1]).tolist()
-    (875, [99, 149, 249, 449, 949])
+    >>> int(flags[:, 0].sum()), np.flatnonzero(flags[:, 1]).tolist(), np.flatnonzero(flags[:, 2]).tolist()
+    (875, [99, 149, 249, 449, 949], [0, 100, 150, 250, 450, 950])
     """
-    flags = np.zeros((num_warmup, 2), bool)
+    flags = np.zeros((num_warmup, 3), bool)
     windows = build_adaptation_schedule(num_warmup) if num_warmup else []
     for window in windows[1:-1]:  # the first and last windows are fast
         flags[window.start : window.end + 1, 0] = True
         flags[window.end, 1] = True
+    flags[1:, 2] = flags[:-1, 1]
+    flags[:1, 2] = True
     return flags
 
 
@@ -135,28 +142,55 @@ def find_reasonable_step_size(key, state, log_density_fn, step_size, inverse_mas
     direction = jnp.where(log_acceptance(first_key, step) > log_target, 1.0, -1.0).astype(step.dtype)
 
     def keep_going(carry):
-        step, key, n = carry
-        crossed = jnp.where(direction > 0, log_acceptance(key, step) <= log_target, log_acceptance(key, step) >= log_target)
+        step, _, n, crossed = carry
         return ~crossed & (n < 100) & (step > 1e-10) & (step < 1e10)
 
-    def body(carry):
-        step, key, n = carry
-        return step * 2.0**direction, jax.random.split(key)[0], n + 1
+    def body(carry):  # one leapfrog step per iteration
+        step, key, n, _ = carry
+        key, draw_key = jax.random.split(key)
+        step = step * 2.0**direction
+        log_a = log_acceptance(draw_key, step)
+        return step, key, n + 1, jnp.where(direction > 0, log_a <= log_target, log_a >= log_target)
 
-    step, _, _ = jax.lax.while_loop(keep_going, body, (step * 2.0**direction, key, 0))
+    step, _, _, _ = jax.lax.while_loop(keep_going, body, (step, key, 0, jnp.array(False)))
     return step
 
 
+class WindowAdaptation(NamedTuple):
+    """Stan's windowed warmup as pure functions, BlackJAX's ``(init, update,
+    final)`` plus ``begin``, so the step size search is compiled once (in the
+    loop body) rather than in ``init`` and again at each window's end:
+
+    - ``init(state, step_size, inverse_mass_matrix) -> AdaptationState``;
+    - ``begin(key, adaptation_state, flags, kernel_state, log_density_fn)`` before
+      each warmup transition: at the start of a window (``flags[2]``), a
+      reasonable step size for the current metric and a dual-averaging restart;
+    - ``update(adaptation_state, flags, kernel_state, acceptance_rate)`` after it:
+      dual averaging, the window's draws, the metric at the end of a slow window;
+    - ``final(adaptation_state) -> (step_size, inverse_mass_matrix)``.
+    ``flags`` is a row of ``window_schedule``.
+    """
+
+    init: Callable
+    begin: Callable
+    update: Callable
+    final: Callable
+
+
 def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8, num_warmup=1000):
-    """The ``(init, update, final)`` triple of Stan's windowed warmup
-    (``num_warmup`` sizes the window buffer of ``"low_rank"``).
+    """Stan's windowed warmup (``WindowAdaptation``) with the metric estimator
+    ``adaptation``; ``num_warmup`` sizes the window buffer of ``"low_rank"``.
 
-    ``init(key, state, log_density_fn, step_size, inverse_mass_matrix)``;
-    ``update(key, adaptation_state, flags, kernel_state, acceptance_rate, log_density_fn)``
-    after each warmup transition (``flags`` a row of ``window_schedule``);
-    ``final(adaptation_state) -> (step_size, inverse_mass_matrix)``.
-
-    >>> init, update, final = window_adaptation()
+    >>> from ppl.inference.mcmc.hmc import init as hmc_init
+    >>> log_density_fn = lambda x: -0.5 * jnp.sum(x**2 / jnp.array([1.0, 100.0]))
+    >>> warmup = window_adaptation()
+    >>> state = hmc_init(jnp.ones(2), log_density_fn)
+    >>> adapt = warmup.init(state, 1.0, jnp.ones(2))
+    >>> flags = jnp.asarray(window_schedule(200))
+    >>> adapt = warmup.begin(jax.random.key(0), adapt, flags[0], state, log_density_fn)
+    >>> adapt = warmup.update(adapt, flags[0], state, 0.9)
+    >>> warmup.final(adapt)[1].shape
+    (2,)
     """
     if adaptation not in ADAPTATIONS:
         raise ValueError(f"adaptation={adaptation!r}: choose one of {ADAPTATIONS}")
@@ -164,8 +198,8 @@ def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8, nu
         raise ValueError("adaptation='fisher_diag' estimates a diagonal metric; it takes dense_mass=False")
     capacity = max(longest_slow_window(num_warmup), 1)
 
-    def restart(key, state, log_density_fn, step_size, inverse_mass_matrix, moments):
-        step_size = find_reasonable_step_size(key, state, log_density_fn, step_size, inverse_mass_matrix)
+    def restart(step_size, inverse_mass_matrix, moments):
+        step_size = jnp.asarray(step_size, inverse_mass_matrix.dtype)
         zero = jnp.zeros((), step_size.dtype)
         centre = jnp.log(10.0 * step_size)
         return AdaptationState(step_size, inverse_mass_matrix, centre, zero, zero, zero, centre, moments)
@@ -176,11 +210,18 @@ def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8, nu
         one = _welford_init(position.shape[0], dense_mass, position.dtype)
         return (one, one) if adaptation == "fisher_diag" else (one,)
 
-    def init(key, state, log_density_fn, step_size, inverse_mass_matrix):
+    def init(state, step_size, inverse_mass_matrix):
         inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, state.position.dtype)
         if adaptation == "low_rank" and inverse_mass_matrix.ndim == 1:  # a dense metric throughout
             inverse_mass_matrix = jnp.diag(inverse_mass_matrix)
-        return restart(key, state, log_density_fn, step_size, inverse_mass_matrix, fresh_moments(state.position))
+        return restart(step_size, inverse_mass_matrix, fresh_moments(state.position))
+
+    def begin(key, adapt, flags, state, log_density_fn):
+        def search(adapt):
+            step_size = find_reasonable_step_size(key, state, log_density_fn, adapt.step_size, adapt.inverse_mass_matrix)
+            return restart(step_size, adapt.inverse_mass_matrix, adapt.moments)
+
+        return jax.lax.cond(flags[2], search, lambda adapt: adapt, adapt)
 
     def dual_averaging(adapt, acceptance_rate):
         # Hoffman and Gelman (2014), eq. (6), with Stan's t0 = 10, gamma = 0.05, kappa = 0.75.
@@ -195,14 +236,15 @@ def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8, nu
             error_mean=error_mean, count=count,
         )
 
-    def update(key, adapt, flags, state, acceptance_rate, log_density_fn):
+    def update(adapt, flags, state, acceptance_rate):
+        acceptance_rate = jnp.asarray(acceptance_rate, adapt.step_size.dtype)
         acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
-        adapt = dual_averaging(adapt, acceptance_rate.astype(adapt.step_size.dtype))
+        adapt = dual_averaging(adapt, acceptance_rate)
         in_slow_window, ends_slow_window = flags[0], flags[1]
         adapt = adapt._replace(moments=collect(adapt.moments, state, in_slow_window))
 
-        def end_window(adapt):
-            return restart(key, state, log_density_fn, adapt.step_size, estimate(adapt.moments), fresh_moments(state.position))
+        def end_window(adapt):  # the next transition begins a window: ``begin`` searches a step size
+            return adapt._replace(inverse_mass_matrix=estimate(adapt.moments), moments=fresh_moments(state.position))
 
         return jax.lax.cond(ends_slow_window, end_window, lambda adapt: adapt, adapt)
 
@@ -221,4 +263,4 @@ def window_adaptation(adaptation="stan", dense_mass=False, target_accept=0.8, nu
     def final(adapt):
         return jnp.exp(adapt.log_step_size_mean), adapt.inverse_mass_matrix
 
-    return init, update, final
+    return WindowAdaptation(init, begin, update, final)

@@ -1,6 +1,8 @@
 """The high-level calls: ``mcmc.nuts``, ``mcmc.hmc``, ``mcmc.mala`` on a
 model and its observations (through ``ppl.transforms.unconstrain``)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,10 +157,10 @@ def _run(
     gibbs_paths = tuple(as_path(a) for a in (gibbs or ()))
     discrete = _initial_discrete(model, args, observations, gibbs_paths, key, num_chains) if state is None else state.discrete
     target = _target(model, args, observations, discrete, algorithm["algorithm"])
-    chain_keys = jax.random.split(jax.random.fold_in(key, 0), num_chains)
     dense_mass = bool(dense_mass or adaptation == "low_rank")  # low_rank's metric is held densely
     if state is None:
-        chains = _initial_chains(target, key, num_chains, init_radius, dense_mass, step_size, discrete)
+        positions, valid, chains = _initial_chains(target, key, init_radius, step_size, discrete, num_chains, dense_mass)
+        check_initial_positions(target, positions, valid, init_radius)
     else:
         chains = state
     _check_state(chains, target, num_chains)
@@ -167,9 +169,10 @@ def _run(
         adaptation=adaptation, dense_mass=bool(jnp.ndim(chains.inverse_mass_matrix) == 3 or dense_mass),
         target_accept=float(target_accept), gibbs=gibbs_paths, **algorithm,
     )
-    traced = isinstance(chain_keys, jax.core.Tracer) or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(target))
-    with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description="warmup" if num_warmup else "sampling") as bar:
-        chains, positions, samples, retvals, stats = sample_chains(target, chain_keys, chains, bar.id, settings)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, target, chains)))
+    phase = "warmup" if num_warmup else "sampling"
+    with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description=phase) as bar:
+        chains, positions, samples, retvals, stats = sample_chains(target, key, chains, bar.id, settings)
     return MCMCResult(_kept(samples, keep), retvals, stats, chains, positions, target, algorithm["max_tree_depth"] or None)
 
 
@@ -203,20 +206,22 @@ def _target(model, args, observations, discrete, algorithm):
     return target
 
 
-def _initial_chains(target, key, num_chains, radius, dense_mass, step_size, discrete):
+@functools.partial(jax.jit, static_argnames=("num_chains", "dense_mass"))
+def _initial_chains(target, key, radius, step_size, discrete, num_chains, dense_mass):
+    """``(positions, valid, ChainState)`` of fresh chains, in one compiled call."""
     positions, valid = initial_positions(target, jax.random.fold_in(key, 1), radius, num_chains, discrete)
-    check_initial_positions(target, positions, valid, radius)
     targets = lambda d: target.replace_observations(d) if d else target
     states = jax.vmap(lambda p, d: init(p, targets(d).log_density))(positions, discrete)
     dtype, n = positions.dtype, target.dimension
     metric = jnp.eye(n, dtype=dtype) if dense_mass else jnp.ones(n, dtype)
-    return ChainState(
+    chains = ChainState(
         states,
         jnp.full((num_chains,), step_size, dtype),
         jnp.broadcast_to(metric, (num_chains,) + metric.shape),
         jnp.zeros((num_chains,), jnp.int32),
         discrete,
     )
+    return positions, valid, chains
 
 
 def _check_state(chains, target, num_chains):

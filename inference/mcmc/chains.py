@@ -43,10 +43,11 @@ def scan_chains(transition, carry, length, chain_method, bar_id, phase, done_bef
     ``length`` times for every chain of ``carry`` (leading axis: chains).
 
     Returns the final carry and the outputs with leading axes (chains, length).
-    ``done_before`` counts transitions per chain made in earlier phases (for the bar).
+    ``done_before`` counts transitions per chain made in earlier phases (for the
+    bar ``bar_id``; None for none).
 
     >>> step = lambda c, x: (c + 1.0, (c, c < 0))
-    >>> carry, (outputs, divergent) = scan_chains(step, jnp.zeros(2), 3, "vmap", 0, 0, 0)
+    >>> carry, (outputs, divergent) = scan_chains(step, jnp.zeros(2), 3, "vmap", None, 0, 0)
     >>> outputs.tolist()
     [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]
     """
@@ -66,7 +67,8 @@ def scan_chains(transition, carry, length, chain_method, bar_id, phase, done_bef
                 (chain_carry, divergences), (i, x) = state, split(inp)
                 chain_carry, (output, divergent) = transition(chain_carry, x)
                 divergences = divergences + divergent.astype(jnp.int32)
-                tick(bar_id, index, phase, i, length, done_before + i + 1, divergences)
+                if bar_id is not None:
+                    tick(bar_id, index, phase, i, length, done_before + i + 1, divergences)
                 return (chain_carry, divergences), (output, divergent)
 
             (chain_carry, _), outputs = jax.lax.scan(body, (chain_carry, jnp.zeros((), jnp.int32)), inputs)
@@ -78,7 +80,8 @@ def scan_chains(transition, carry, length, chain_method, bar_id, phase, done_bef
         (chains_carry, divergences), (i, x) = state, split(inp)
         chains_carry, (output, divergent) = jax.vmap(transition, in_axes=(0, None))(chains_carry, x)
         divergences = divergences + jnp.sum(divergent, dtype=jnp.int32)
-        tick(bar_id, _part(), phase, i, length, (done_before + i + 1) * num_chains, divergences)
+        if bar_id is not None:  # None: no progress bar, nothing compiled for it
+            tick(bar_id, _part(), phase, i, length, (done_before + i + 1) * num_chains, divergences)
         return (chains_carry, divergences), (output, divergent)
 
     (carry, _), outputs = jax.lax.scan(body, (carry, jnp.zeros((), jnp.int32)), inputs)

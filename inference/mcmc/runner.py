@@ -63,18 +63,24 @@ def _nested(value):
 
 
 @functools.partial(jax.jit, static_argnames=("kernel", "num_samples", "thinning", "chain_method", "keep"))
-def _run_chains(kernel, chain_keys, chains, bar_id, num_samples, thinning, chain_method, keep):
+def _run_chains(kernel, key, chains, bar_id, num_samples, thinning, chain_method, keep):
+    chain_keys = jax.random.split(jax.random.fold_in(key, 0), chains.iteration.shape[0])
+
     def one_transition(carry, _):
         chain_key, chain = carry
         state, info = kernel.step(jax.random.fold_in(chain_key, chain.iteration), chain.kernel_state)
         return (chain_key, RunState(state, chain.iteration + 1)), _stats(info)
 
     def transition(carry, _):
-        carry, stats = jax.lax.scan(one_transition, carry, None, thinning)
-        kept = jax.tree.map(lambda a: a[-1], stats)
-        divergent = jnp.any(stats["diverging"]) if "diverging" in stats else jnp.array(False)
-        if "diverging" in stats:
-            kept["diverging"] = divergent
+        if thinning == 1:
+            carry, kept = one_transition(carry, None)
+            divergent = kept.get("diverging", jnp.array(False))
+        else:
+            carry, stats = jax.lax.scan(one_transition, carry, None, thinning)
+            kept = jax.tree.map(lambda a: a[-1], stats)
+            divergent = jnp.any(stats["diverging"]) if "diverging" in stats else jnp.array(False)
+            if "diverging" in stats:
+                kept["diverging"] = divergent
         return carry, ((_draw(carry[1].kernel_state, keep), kept), divergent)
 
     def program(chain_keys, chains):
@@ -116,11 +122,10 @@ def run(key, kernel, initial_states, num_samples, *, thinning=1, chain_method="v
     check_chain_method(chain_method, num_chains)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r}: need an integer >= 1")
-    chain_keys = jax.random.split(jax.random.fold_in(key, 0), num_chains)
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((chain_keys, chains)))
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, chains)))
     with ProgressBar(num_chains * num_samples, enabled=progress and not traced, description="sampling") as bar:
         chains, ((samples, retvals), stats) = _run_chains(
-            kernel, chain_keys, chains, bar.id, num_samples, int(thinning), chain_method, _selection(keep)
+            kernel, key, chains, bar.id, num_samples, int(thinning), chain_method, _selection(keep)
         )
     return MCMCResult(samples, retvals, stats, chains)
 

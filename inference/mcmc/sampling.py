@@ -106,26 +106,23 @@ def _conditioned(settings, target, chain):
 
 
 def _warmup(settings, target, chain_keys, chains, bar_id):
-    adapt_init, update, final = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept, settings.num_warmup)
-
-    def start(chain_key, chain):
-        key = jax.random.fold_in(jax.random.fold_in(chain_key, chain.iteration), 1)
-        log_density_fn = _conditioned(settings, target, chain).log_density
-        return adapt_init(key, chain.kernel_state, log_density_fn, chain.step_size, chain.inverse_mass_matrix)
+    warmup = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept, settings.num_warmup)
 
     def transition(carry, flags):
         chain_key, chain, adapt = carry
-        step_key, adapt_key = jax.random.split(jax.random.fold_in(chain_key, chain.iteration))
-        chain, stats, log_density_fn = _move(settings, target, step_key, chain, adapt.step_size, adapt.inverse_mass_matrix)
-        adapt = update(adapt_key, adapt, flags, chain.kernel_state, stats["acceptance_rate"], log_density_fn)
+        step_key, search_key = jax.random.split(jax.random.fold_in(chain_key, chain.iteration))
+        log_density_fn = _conditioned(settings, target, chain).log_density
+        adapt = warmup.begin(search_key, adapt, flags, chain.kernel_state, log_density_fn)
+        chain, stats, _ = _move(settings, target, step_key, chain, adapt.step_size, adapt.inverse_mass_matrix)
+        adapt = warmup.update(adapt, flags, chain.kernel_state, stats["acceptance_rate"])
         return (chain_key, chain, adapt), (None, stats["diverging"])
 
-    adapts = jax.vmap(start)(chain_keys, chains)
+    adapts = jax.vmap(lambda chain: warmup.init(chain.kernel_state, chain.step_size, chain.inverse_mass_matrix))(chains)
     flags = jnp.asarray(window_schedule(settings.num_warmup))
     (_, chains, adapts), _ = scan_chains(
         transition, (chain_keys, chains, adapts), settings.num_warmup, settings.chain_method, bar_id, 0, 0, flags
     )
-    step_size, inverse_mass_matrix = jax.vmap(final)(adapts)
+    step_size, inverse_mass_matrix = jax.vmap(warmup.final)(adapts)
     return chains._replace(step_size=step_size, inverse_mass_matrix=inverse_mass_matrix)
 
 
@@ -137,9 +134,12 @@ def _sample(settings, target, chain_keys, chains, bar_id):
         return (chain_key, chain), stats
 
     def transition(carry, _):  # ``thinning`` transitions per kept draw
-        carry, stats = jax.lax.scan(one_transition, carry, None, settings.thinning)
-        kept = jax.tree.map(lambda a: a[-1], stats)
-        kept.update(diverging=jnp.any(stats["diverging"]), n_steps=jnp.sum(stats["n_steps"]))
+        if settings.thinning == 1:
+            carry, kept = one_transition(carry, None)
+        else:
+            carry, stats = jax.lax.scan(one_transition, carry, None, settings.thinning)
+            kept = jax.tree.map(lambda a: a[-1], stats)
+            kept.update(diverging=jnp.any(stats["diverging"]), n_steps=jnp.sum(stats["n_steps"]))
         return carry, (((carry[1].kernel_state.position, carry[1].discrete), kept), kept["diverging"])
 
     (_, chains), (outputs, _) = scan_chains(
@@ -166,9 +166,10 @@ def _all_chains(settings, target, chain_keys, chains, bar_id):
 
 
 @functools.partial(jax.jit, static_argnames="settings")
-def sample_chains(target, chain_keys, chains, bar_id, settings):
+def sample_chains(target, key, chains, bar_id, settings):
     """Warmup and sampling of every chain: ``(final ChainState, positions,
     samples, retvals, stats)``, leading axes (chains, draws)."""
+    chain_keys = jax.random.split(jax.random.fold_in(key, 0), chains.iteration.shape[0])
     program = functools.partial(_all_chains, settings, target)
     if settings.chain_method == "sharded":
         return run_sharded(lambda keys, chains: program(keys, chains, bar_id), chain_keys, chains)
