@@ -5,6 +5,7 @@
     .venv/bin/python -m benchmarks.run vae        # only the VAE benchmark, printed only
     .venv/bin/python -m benchmarks.run mh         # only the MH-step benchmark, printed only
     .venv/bin/python -m benchmarks.run mcmc       # only the MCMC benchmark (HMC, NUTS, chains), printed only
+    .venv/bin/python -m benchmarks.run adaptation # only ESS per gradient of the NUTS metric adaptations
 """
 
 import argparse
@@ -18,13 +19,21 @@ import numpy as np
 if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import compile_bench, importance_bench, importance_simple_bench, mcmc_bench, mh_bench, vae_bench  # noqa: E402
+from benchmarks import (  # noqa: E402
+    adaptation_bench,
+    compile_bench,
+    importance_bench,
+    importance_simple_bench,
+    mcmc_bench,
+    mh_bench,
+    vae_bench,
+)
 from benchmarks.timing import machine_description  # noqa: E402
 
 __all__ = ["main"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc")
+BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc", "adaptation")
 
 
 def _ints(text):
@@ -49,6 +58,7 @@ def _parse(argv):
     parser.add_argument("--skip-vae", action="store_true")
     parser.add_argument("--skip-mh", action="store_true")
     parser.add_argument("--skip-mcmc", action="store_true")
+    parser.add_argument("--skip-adaptation", action="store_true")
     parser.add_argument("--vae-repeats", type=int, help="interleaved repeats of 200 VAE steps (default 15, 5 with --quick)")
     parser.add_argument("--mh-repeats", type=int, help="interleaved repeats of the MH chains (default 15, 5 with --quick)")
     parser.add_argument(
@@ -68,6 +78,7 @@ def _parse(argv):
     args.skip_vae |= "vae" not in selected
     args.skip_mh |= "mh" not in selected
     args.skip_mcmc |= "mcmc" not in selected
+    args.skip_adaptation |= "adaptation" not in selected
     args.vae_repeats = args.vae_repeats or (5 if quick else 15)
     args.mh_repeats = args.mh_repeats or (5 if quick else 15)
     args.mcmc_repeats = args.mcmc_repeats or (2 if quick else 5)
@@ -288,6 +299,16 @@ def main(argv=None):
         table, mcmc_ok, mcmc_figures = mcmc_bench.run(repeats=args.mcmc_repeats)
         ok &= mcmc_ok
         body += table + [""]
+    if not args.skip_adaptation:
+        body += [
+            "## (F) NUTS metric adaptations: effective samples per gradient evaluation",
+            "",
+            "`mcmc.nuts(..., num_warmup=1000, num_samples=1000, num_chains=4, adaptation=...)`, key 0; ESS: "
+            "`ppl.inference.diagnostics.ess_bulk` over every scalar; gradients: the sum of `n_steps` over the kept "
+            "draws of all chains. `\"low_rank\"` holds its metric densely (O(d^2) per leapfrog step).",
+            "",
+        ]
+        body += adaptation_bench.run()[0] + [""]
     targets = _targets(medians, compile_results, args.sizes, args.compile_sizes)
     lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + _mcmc_targets(mcmc_figures) + [""] + body
     lines.append(f"Total wall time of this run: {time.perf_counter() - start:.0f} s.")
