@@ -26,32 +26,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.distributions import constraints
 
 from ppl.choicemap import by_path, from_paths, get, merge, to_arrays
 from ppl.core import site_log_densities
-from ppl.errors import AddressError, ConstraintError, DiscreteLatentError, format_address, unknown_addresses_error
+from ppl.errors import AddressError, ConstraintError, format_address
 from ppl.combinator_context import staging_improper_priors
 from ppl.trace import join_static, split_static
 from ppl.transforms.stage import stage
+from ppl.transforms.unconstrain_discovery import Latent, batched, check_addresses, layout, program_support, same_constraint
 from ppl.transforms.unconstrain_recorder import run
 
 __all__ = ["Latent", "Unconstrained", "unconstrain"]
-
-
-class Latent(NamedTuple):
-    """One latent choice and its slice of the position: ``position[offset :
-    offset + size]`` reshaped (C order) to ``unconstrained_shape``. ``shape``
-    is the choice's shape in the trace (vmap and scan axes first)."""
-
-    address: tuple
-    shape: tuple
-    unconstrained_shape: tuple
-    offset: int
-
-    @property
-    def size(self):
-        return int(np.prod(self.unconstrained_shape, dtype=int))
 
 
 class _Static(NamedTuple):
@@ -290,43 +275,13 @@ class Unconstrained:
         positions = jnp.stack([self.initial_position(k) for k in jax.random.split(jax.random.key(0))])
         leaves = jax.vmap(lambda p: _support_leaves(self._static, p, self._args, self._observations))(positions)
         for i, (latent, (spec, levels)) in enumerate(zip(self.latents, self._static.specs)):
-            if found[i] is None and latent.address in leaves and not _batched(levels):
+            if found[i] is None and latent.address in leaves and not batched(levels):
                 first, second = (spec.rebuild([leaf[k] for leaf in leaves[latent.address]]).support for k in (0, 1))
-                found[i] = first if _same_constraint(first, second) else None
+                found[i] = first if same_constraint(first, second) else None
         return tuple(found)
 
 
 jax.tree_util.register_pytree_node_class(Unconstrained)
-
-
-def _batched(levels):
-    return any(axis is not None for level in levels for axis in level.leaf_axes[1:])
-
-
-def _same_constraint(a, b):
-    if type(a) is not type(b):
-        return False
-    for name, x in vars(a).items():
-        y = vars(b)[name]
-        if isinstance(x, constraints.Constraint):
-            if not _same_constraint(x, y):
-                return False
-        elif not np.array_equal(np.asarray(x), np.asarray(y)):
-            return False
-    return True
-
-
-def _program_support(spec, levels, leaves):
-    """The support of one element when the program alone fixes it: it does
-    not depend on the parameters, or they are constants of the program."""
-    template = lambda fill: spec.rebuild([jnp.full(s.shape, fill, s.dtype) for s in spec.example_leaves]).support
-    with jax.ensure_compile_time_eval():
-        zeros, ones = template(0), template(1)
-    if _same_constraint(zeros, ones):
-        return zeros
-    if _batched(levels) or any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-        return None
-    return spec.rebuild(list(leaves)).support
 
 
 def _discover(model, args, observed):
@@ -346,40 +301,15 @@ def _discover(model, args, observed):
     observations = {path: jax.ShapeDtypeStruct(shape, dtype) for path, (shape, dtype) in observed.items()}
     values = jax.eval_shape(latent_values, dynamic, observations)
     shared = found["shared"]
-    _check_addresses(set(observed), shared)
+    check_addresses(set(observed), shared)
     sites = [(a, tuple(values[a].shape), spec, levels, e) for a, (spec, levels, e) in shared.latents.items()]
     batch_ndims = tuple(len(shape) - len(element.shape) for _, shape, _, _, element in sites)  # vmap, scan axes
     return static._replace(
-        latents=_layout(sites, batch_ndims),
+        latents=layout(sites, batch_ndims),
         specs=tuple((spec, levels) for _, _, spec, levels, _ in sites),
         batch_ndims=batch_ndims,
-        supports=tuple(_program_support(spec, levels, shared.leaves[a][0]) for a, _, spec, levels, _ in sites),
+        supports=tuple(program_support(spec, levels, shared.leaves[a][0]) for a, _, spec, levels, _ in sites),
     )
-
-
-def _layout(sites, batch_ndims):
-    """``Latent``s, one after the other: vmap and scan axes, then one element's unconstrained shape."""
-    latents, offset = [], 0
-    for (address, shape, _, _, element), batch_ndim in zip(sites, batch_ndims):
-        latents.append(Latent(address, shape, shape[:batch_ndim] + element.unconstrained_shape, offset))
-        offset += latents[-1].size
-    return tuple(latents)
-
-
-def _check_addresses(observed, shared):
-    unknown = observed - shared.addresses
-    if unknown:
-        valid = [format_address(a) for a in shared.addresses]
-        raise unknown_addresses_error({format_address(a) for a in unknown}, valid, (), "observations")
-    discrete = [(a, e.name) for a, (_, _, e) in shared.latents.items() if e.unconstrained_shape is None]
-    if discrete:
-        named = ", ".join(f"{format_address(a)!r} ({name})" for a, name in discrete)
-        raise DiscreteLatentError(
-            f"latent choices {named} are discrete: the unconstraining transform (HMC, NUTS, VI's normal "
-            "families) covers continuous latents only. Observe them, or sum them out (enumeration) or move "
-            "them with a Gibbs kernel (MCMC), or write their guide as a @ppl.gen (VI)",
-            [a for a, _ in discrete],
-        )
 
 
 @functools.lru_cache(maxsize=64)
