@@ -6,6 +6,8 @@
     .venv/bin/python -m benchmarks.run mh         # only the MH-step benchmark, printed only
     .venv/bin/python -m benchmarks.run mcmc       # only the MCMC benchmark (HMC, NUTS, chains), printed only
     .venv/bin/python -m benchmarks.run adaptation # only ESS per gradient of the NUTS metric adaptations
+    .venv/bin/python -m benchmarks.run smc        # only the particle filter vs hand-written JAX
+    .venv/bin/python -m benchmarks.run tempered   # only tempered SMC vs BlackJAX
 """
 
 import argparse
@@ -26,6 +28,8 @@ from benchmarks import (  # noqa: E402
     importance_simple_bench,
     mcmc_bench,
     mh_bench,
+    smc_bench,
+    tempered_bench,
     vae_bench,
 )
 from benchmarks.timing import machine_description  # noqa: E402
@@ -33,7 +37,7 @@ from benchmarks.timing import machine_description  # noqa: E402
 __all__ = ["main"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc", "adaptation")
+BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc", "adaptation", "smc", "tempered")
 
 
 def _ints(text):
@@ -59,6 +63,8 @@ def _parse(argv):
     parser.add_argument("--skip-mh", action="store_true")
     parser.add_argument("--skip-mcmc", action="store_true")
     parser.add_argument("--skip-adaptation", action="store_true")
+    parser.add_argument("--skip-smc", action="store_true")
+    parser.add_argument("--skip-tempered", action="store_true")
     parser.add_argument("--vae-repeats", type=int, help="interleaved repeats of 200 VAE steps (default 15, 5 with --quick)")
     parser.add_argument("--mh-repeats", type=int, help="interleaved repeats of the MH chains (default 15, 5 with --quick)")
     parser.add_argument(
@@ -79,6 +85,8 @@ def _parse(argv):
     args.skip_mh |= "mh" not in selected
     args.skip_mcmc |= "mcmc" not in selected
     args.skip_adaptation |= "adaptation" not in selected
+    args.skip_smc |= "smc" not in selected
+    args.skip_tempered |= "tempered" not in selected
     args.vae_repeats = args.vae_repeats or (5 if quick else 15)
     args.mh_repeats = args.mh_repeats or (5 if quick else 15)
     args.mcmc_repeats = args.mcmc_repeats or (2 if quick else 5)
@@ -206,6 +214,25 @@ def _mcmc_targets(figures):
     return lines
 
 
+def quick_sizes(args):
+    return max(args.sizes) < 1_000_000
+
+
+def _smc_targets(filter_ratios, tempered_ratios):
+    """The SMC targets: the bootstrap filter within 1.05x of hand-written JAX
+    at every N; tempered SMC within 1.05x of BlackJAX."""
+    lines = []
+    if filter_ratios:
+        shown = ", ".join(f"{r:.2f}× at N={n:,}" for n, r in filter_ratios.items())
+        met = "met" if max(filter_ratios.values()) <= 1.05 else "missed"
+        lines.append(f"- bootstrap particle filter, smc.particle_filter within 1.05× of hand-written JAX (same outputs): **{met}** ({shown})")
+    if tempered_ratios:
+        shown = ", ".join(f"{total:.2f}× in total, {step:.2f}× per step at N={n:,}" for n, (total, step) in tempered_ratios.items())
+        met = "met" if max(total for total, _ in tempered_ratios.values()) <= 1.05 else "missed"
+        lines.append(f"- tempered SMC, smc.tempered within 1.05× of BlackJAX: **{met}** ({shown})")
+    return lines
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
@@ -309,8 +336,16 @@ def main(argv=None):
             "",
         ]
         body += adaptation_bench.run()[0] + [""]
+    smc_ratios, tempered_ratios = {}, {}
+    if not args.skip_smc:
+        table, smc_ratios = smc_bench.run(sizes=args.sizes)
+        body += table + [""]
+    if not args.skip_tempered:
+        table, tempered_ratios = tempered_bench.run(sizes=(1_000, 4_000) if quick_sizes(args) else (1_000, 4_000, 16_000))
+        body += table + [""]
     targets = _targets(medians, compile_results, args.sizes, args.compile_sizes)
-    lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + _mcmc_targets(mcmc_figures) + [""] + body
+    extra = _smc_targets(smc_ratios, tempered_ratios)
+    lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + _mcmc_targets(mcmc_figures) + extra + [""] + body
     lines.append(f"Total wall time of this run: {time.perf_counter() - start:.0f} s.")
     report = "\n".join(lines) + "\n"
     print("\n" + report)

@@ -24,12 +24,17 @@ __all__ = [
     "in_default_context",
     "staging_improper_priors",
     "improper_priors_staged",
+    "scan_hook",
+    "hooking_scans",
 ]
 
 _active = contextvars.ContextVar("ppl_active", default=True)
 _vmap_depth = contextvars.ContextVar("ppl_vmap_depth", default=0)
 _scan_entries = contextvars.ContextVar("ppl_scan_entries", default=())
 _improper_staged = contextvars.ContextVar("ppl_improper_staged", default=False)
+# A function that runs every Scan met (ppl.sequential: a particle filter stops
+# or replaces one scan), or None for plain scans.
+_scan_hook = contextvars.ContextVar("ppl_scan_hook", default=None)
 
 
 class Placement(NamedTuple):
@@ -72,7 +77,24 @@ def in_default_context():
     False
     """
     default = _vmap_depth.get() == 0 and _scan_entries.get() == () and _active.get() is True
-    return default and not _improper_staged.get()
+    return default and not _improper_staged.get() and _scan_hook.get() is None
+
+
+def scan_hook():
+    """The function that runs a ``Scan`` here (see ``hooking_scans``), or None."""
+    return _scan_hook.get()
+
+
+@contextlib.contextmanager
+def hooking_scans(fn):
+    """Inside, every ``Scan`` runs as ``fn(scan, key, args, constraints, prev,
+    selection, path)``, which may call ``scan.plain_edit`` with the same or
+    other arguments. GFI entry points do not jit inside."""
+    token = _scan_hook.set(fn)
+    try:
+        yield
+    finally:
+        _scan_hook.reset(token)
 
 
 @contextlib.contextmanager

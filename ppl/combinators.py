@@ -13,7 +13,7 @@ from numpyro.distributions import Categorical, Distribution
 from ppl.choicemap import NONE, by_path, from_paths, tree_paths
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
-from ppl.combinator_context import active_mask, placement, scan_level, vmap_level
+from ppl.combinator_context import active_mask, placement, scan_hook, scan_level, vmap_level
 from ppl.sites import mark_changed, restore, snapshot
 from ppl.errors import AddressError, ConstraintError, format_address, unknown_addresses_error
 from ppl.gen import gen, sample
@@ -131,6 +131,13 @@ class Scan(GenerativeFunction):
         return sizes.pop()
 
     def _edit(self, key, args, constraints, prev, selection, path):
+        hook = scan_hook()
+        if hook is not None:  # a particle filter stopping or replacing this scan (ppl.sequential)
+            return hook(self, key, args, constraints, prev, selection, path)
+        return self.plain_edit(key, args, constraints, prev, selection, path)
+
+    def plain_edit(self, key, args, constraints, prev, selection, path):
+        """The scan's edit, never hooked."""
         if len(args) != 2:
             raise TypeError(f"address {format_address(path)!r}: a scan takes (init_carry, xs), got {len(args)} arguments")
         init, xs = args
@@ -172,10 +179,12 @@ def _summed(reverse_log_density):
     return None if reverse_log_density is None else jnp.sum(reverse_log_density)
 
 
-def vmap_particles(fn, num_particles):
-    """``fn(key)`` run as ``num_particles`` independent particles that share
-    ``key``: like ``gf.repeat``, each random choice is drawn once for all
-    particles, jointly, instead of from a key per particle. Outputs are stacked.
+def vmap_particles(fn, num_particles, out_axes=0):
+    """``fn(key, *inputs)`` run as ``num_particles`` independent particles that
+    share ``key``: like ``gf.repeat``, each random choice is drawn once for all
+    particles, jointly, instead of from a key per particle. ``inputs`` (if
+    any) are mapped along their leading axis; outputs are stacked along
+    ``out_axes`` (``jax.vmap``'s; None for an output that no particle changes).
 
     >>> @ppl.gen
     ... def model():
@@ -185,13 +194,13 @@ def vmap_particles(fn, num_particles):
     ((1000,), True)
     """
 
-    def run(key):
-        def one(flag):
+    def run(key, *inputs):
+        def one(flag, *particle_inputs):
             with active_mask(flag):
-                return fn(key)
+                return fn(key, *particle_inputs)
 
         with vmap_level():
-            return jax.vmap(one)(jnp.ones((num_particles,), bool))
+            return jax.vmap(one, out_axes=out_axes)(jnp.ones((num_particles,), bool), *inputs)
 
     return run
 

@@ -13,7 +13,7 @@ import ppl
 import ppl.inference
 import ppl.transforms
 from ppl import dist
-from ppl.inference import mcmc, vi
+from ppl.inference import mcmc, smc, vi
 
 
 def _modules():
@@ -28,7 +28,7 @@ def _modules():
 @pytest.mark.parametrize("name", _modules())
 def test_docstring_examples(name):
     module = importlib.import_module(name)
-    globs = {"jax": jax, "jnp": jnp, "ppl": ppl, "dist": dist, "vi": vi, "mcmc": mcmc, "optax": optax}
+    globs = {"jax": jax, "jnp": jnp, "ppl": ppl, "dist": dist, "vi": vi, "mcmc": mcmc, "smc": smc, "optax": optax}
     result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0
 

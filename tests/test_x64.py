@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-FILES = ["x64_checks.py", "x64_diagnostics_checks.py", "x64_mcmc_checks.py", "test_gfi_laws.py"]
+FILES = ["x64_checks.py", "x64_diagnostics_checks.py", "x64_mcmc_checks.py", "x64_smc_checks.py", "test_gfi_laws.py"]
 
 
 def test_the_float64_suite_passes():

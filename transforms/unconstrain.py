@@ -78,6 +78,13 @@ def _log_density(static, position, args, observations):
 
 
 @functools.partial(jax.jit, static_argnums=0)
+def _log_density_parts(static, position, args, observations):
+    # The recorder's ``kept`` is what the observations and factors add: the likelihood.
+    recorder, _ = _run(static, "position", _slices(static, position), args, observations)
+    return recorder.log_density - recorder.kept, recorder.kept
+
+
+@functools.partial(jax.jit, static_argnums=0)
 def _constrain(static, position, args, observations):
     recorder, (_, retval) = _run(static, "position", _slices(static, position), args, observations)
     return from_paths({l.address: recorder.choices[l.address] for l in static.latents}), retval
@@ -178,6 +185,22 @@ class Unconstrained:
         """log p(constrain(position), observations) + the log |det J| of the
         bijections: jittable, differentiable, vmappable over positions."""
         return _log_density(self._static, position, self._args, self._observations)
+
+    def log_prior_and_likelihood(self, position):
+        """``(log prior, log likelihood)`` at ``position``, from one evaluation:
+        the prior is the latents' log density with the Jacobian terms, the
+        likelihood what the observations and ``ppl.factor`` terms add; their
+        sum is ``log_density``. Tempered SMC raises the likelihood to a power.
+
+        >>> @ppl.gen
+        ... def model():
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0))
+        >>> prior, likelihood = ppl.transforms.unconstrain(model, (), {"y": 1.0}).log_prior_and_likelihood(jnp.zeros(1))
+        >>> round(float(prior), 4), round(float(likelihood), 4)
+        (-0.9189, -1.4189)
+        """
+        return _log_density_parts(self._static, position, self._args, self._observations)
 
     def initial_position(self, key, radius=2.0):
         """Uniform on (-radius, radius)^n, as Stan's and NumPyro's default initialisation."""

@@ -1,0 +1,198 @@
+"""The particle filter's state machine, one observation at a time.
+
+``filter_init`` runs the model's prefix (everything before its scan) for N
+particles; ``filter_step`` advances every particle one step of the scan:
+propose the step's latent choices (from the model, or from a proposal
+generative function), weight by the step's observations, resample when the
+effective sample size falls below ``ess_threshold * N``, and optionally move
+each particle with an MCMC kernel on its step (resample-move; Gilks and
+Berzuini 2001). States and infos are NamedTuples of arrays, so the filter
+runs inside ``jax.jit``, ``lax.scan`` and ``jax.vmap``.
+
+Weights are kept normalised (log-sum-exp 0) and the log marginal likelihood
+estimate accumulates the log of each step's mean incremental weight, the
+estimator that is unbiased in Z for every resampling scheme (Del Moral 2004).
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import ppl
+from ppl.jit import jit_gfi
+from ppl.choicemap import by_path, from_paths
+from ppl.sequential import run_prefix, scan_sites, split_observations
+from ppl.inference.smc.resampling import effective_sample_size, resampler
+
+__all__ = ["FilterSettings", "FilterState", "FilterInfo", "filter_init", "filter_step", "find_scan"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterSettings:
+    """What stays fixed during a filter run (static: part of the compiled program)."""
+
+    step: Any  # the scan's step generative function, step(carry, x) -> (carry, y)
+    path: tuple  # the scan's address
+    proposal: Any  # None (the model's own step) or proposal(carry, x, observation)
+    resample: str
+    ess_threshold: float
+    rejuvenate: Any  # None or an MCMC kernel on traces of ``step``
+    length: int  # the scan's number of steps in the model
+
+
+jax.tree_util.register_static(FilterSettings)
+
+
+class FilterState(NamedTuple):
+    """N particles after ``time`` steps of the scan."""
+
+    prefix_choices: Any  # (N, ...) each particle's latent choices before the scan
+    carry: Any  # (N, ...) the scan's carry
+    steps_log_density: jax.Array  # (N,) log p of each particle's steps so far
+    log_weights: jax.Array  # (N,) normalised: logsumexp = 0
+    log_marginal_likelihood: jax.Array  # () the estimate of log p(observations so far)
+    xs: Any  # the scan's inputs (steps, ...), shared by the particles; None if none
+    time: jax.Array  # () steps taken
+    settings: FilterSettings
+
+
+class FilterInfo(NamedTuple):
+    """What one step did, for every particle (after resampling and moves)."""
+
+    choices: Any  # (N, ...) the step's latent choices
+    output: Any  # (N, ...) the step's output y
+    log_weights: jax.Array  # (N,) normalised weights after the step
+    ancestors: jax.Array  # (N,) int32: each particle's parent among the previous step's
+    resampled: jax.Array  # () bool
+    ess: jax.Array  # () effective sample size after weighting, before resampling
+    acceptance_rate: jax.Array  # () mean acceptance of the rejuvenation moves (1 without)
+
+
+def find_scan(model, args):
+    """The model's one scan outside every vmap, scan and branch; an error
+    that says what it found otherwise."""
+    sites = scan_sites(model, args)
+    if len(sites) != 1:
+        found = [ppl.errors.format_address(s.path) for s in sites]
+        raise ValueError(
+            f"a particle filter advances one gf.scan(T) over time; the model {model!r} makes "
+            f"{len(sites)} outside any vmap or branch{': ' + str(found) if found else ''}"
+        )
+    return sites[0]
+
+
+def _normalised(log_weights):
+    """``(normalised log weights, log-sum-exp)``; all -inf stays -inf with
+    uniform weights (the estimate of Z is then exactly 0)."""
+    total = jax.nn.logsumexp(log_weights)
+    uniform = jnp.full_like(log_weights, -jnp.log(jnp.asarray(log_weights.shape[0], log_weights.dtype)))
+    return jnp.where(jnp.isneginf(total), uniform, log_weights - total), total
+
+
+def _gather(tree, index):
+    return jax.tree.map(lambda x: jnp.take(x, index, axis=0), tree)
+
+
+def _latent(choices, observed):
+    return from_paths({p: v for p, v in by_path(choices).items() if p not in observed}) if observed else choices
+
+
+def filter_init(key, model, args, observations, num_particles, *, proposal=None, resample="systematic",
+                ess_threshold=0.5, rejuvenate=None):
+    """``(FilterState, ess)`` after the model's prefix: ``num_particles``
+    particles from ``model.generate`` with ``observations`` outside the scan
+    (the step observations are given to ``filter_step``), resampled if their
+    ESS is below ``ess_threshold * num_particles``. The other arguments are
+    ``particle_filter``'s."""
+    resampler(resample)  # a bad name fails here, before anything is traced
+    observations = ppl.choicemap.to_arrays(observations or {})
+    return _filter_init(model, key, tuple(args), observations, num_particles, proposal, resample, float(ess_threshold), rejuvenate)
+
+
+@jit_gfi(constraints_arg=2)
+def _filter_init(model, key, args, observations, num_particles, proposal, resample, ess_threshold, rejuvenate):
+    site = find_scan(model, args)
+    outside, _ = split_observations(observations, site.path)
+    settings = FilterSettings(site.step, site.path, proposal, resample, ess_threshold, rejuvenate, site.length)
+    init_key, resample_key = jax.random.split(key)
+
+    def particle(k):
+        run = run_prefix(k, model, args, outside, site.path)
+        return _latent(run.choices, tuple(by_path(outside))), run.init_carry, run.log_weight, run.xs
+
+    try:
+        prefix, carry, log_weights, xs = ppl.vmap_particles(particle, num_particles, out_axes=(0, 0, 0, None))(init_key)
+    except ValueError as error:
+        if "out_axes" not in str(error):
+            raise
+        raise ValueError(f"the xs of the scan at {site.path} depend on random choices; a filter needs them fixed") from None
+    log_weights, total = _normalised(log_weights)
+    log_z = total - jnp.log(num_particles)
+    zeros = jnp.zeros(num_particles, log_weights.dtype)
+    state = FilterState(prefix, carry, zeros, log_weights, log_z, xs, jnp.zeros((), jnp.int32), settings)
+    ess = effective_sample_size(log_weights)
+    state, _, _, _ = _maybe_resample(resample_key, state, ess)
+    return state, ess
+
+
+def _maybe_resample(key, state, ess, step_trace=None):
+    """Resample (state, step trace) when the ESS is below the threshold:
+    ``(state, step_trace, ancestors, resampled)``."""
+    settings = state.settings
+    n = state.log_weights.shape[0]
+    identity = jnp.arange(n, dtype=jnp.int32)
+    if settings.ess_threshold <= 0.0:  # never: sequential importance sampling
+        return state, step_trace, identity, jnp.bool_(False)
+    resampled = jnp.bool_(True) if settings.ess_threshold >= 1.0 else ess < settings.ess_threshold * n
+    ancestors = resampler(settings.resample)(key, state.log_weights).astype(jnp.int32)
+    ancestors = jnp.where(resampled, ancestors, identity)
+    moved = (state.prefix_choices, state.carry, state.steps_log_density, step_trace)
+    prefix, carry, steps_log_density, step_trace = _gather(moved, ancestors)
+    uniform = -jnp.log(jnp.asarray(n, state.log_weights.dtype))
+    log_weights = jnp.where(resampled, uniform, state.log_weights)
+    state = state._replace(prefix_choices=prefix, carry=carry, steps_log_density=steps_log_density, log_weights=log_weights)
+    return state, step_trace, ancestors, resampled
+
+
+def filter_step(key, state, observation, x=None):
+    """``(FilterState, FilterInfo)`` after one step of the scan with this
+    step's ``observation`` (a choice map of the step, e.g. ``{"y": y_t}``)
+    and input ``x`` (by default the scan's own ``xs[time]``)."""
+    settings = state.settings
+    n = state.log_weights.shape[0]
+    observation = ppl.choicemap.to_arrays(observation or {})
+    if x is None and state.xs is not None:
+        x = jax.tree.map(lambda v: v[state.time], state.xs)
+    move_key, resample_key, rejuvenate_key = jax.random.split(key, 3)
+
+    def extend(k, carry):
+        if settings.proposal is None:
+            trace, log_weight = settings.step.generate(k, observation, (carry, x))
+            return trace, log_weight
+        proposal_key, step_key = jax.random.split(k)
+        proposed = settings.proposal.simulate(proposal_key, (carry, x, observation))
+        trace, log_weight = settings.step.generate(step_key, ppl.merge(proposed.choices, observation), (carry, x))
+        return trace, log_weight - proposed.log_density
+
+    trace, increments = ppl.vmap_particles(extend, n)(move_key, state.carry)
+    log_weights, total = _normalised(state.log_weights + increments)
+    state = state._replace(log_weights=log_weights, log_marginal_likelihood=state.log_marginal_likelihood + total)
+    ess = effective_sample_size(log_weights)
+    state, trace, ancestors, resampled = _maybe_resample(resample_key, state, ess, step_trace=trace)
+    trace, acceptance = _rejuvenate(rejuvenate_key, settings.rejuvenate, trace, n)
+    carry, output = trace.retval
+    state = state._replace(carry=carry, steps_log_density=state.steps_log_density + trace.log_density, time=state.time + 1)
+    info = FilterInfo(_latent(trace.choices, tuple(by_path(observation))), output, state.log_weights, ancestors, resampled, ess, acceptance)
+    return state, info
+
+
+def _rejuvenate(key, kernel, trace, n):
+    """Move every particle's step with ``kernel`` (invariant for the step's
+    conditional given its carry, so for the filtering distribution)."""
+    if kernel is None:
+        return trace, jnp.ones((), jnp.result_type(float))
+    keys = jax.random.split(key, n)
+    state, info = jax.vmap(lambda k, t: kernel.step(k, kernel.init(t)))(keys, trace)
+    return state.trace, jnp.mean(info.acceptance_rate)
