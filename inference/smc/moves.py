@@ -1,12 +1,13 @@
 """MCMC moves for SMC samplers on positions, tuned from the particles.
 
 A move is ``move(key, positions, log_density_fn, parameters, num_steps) ->
-(positions, acceptance rates)`` for all particles at once (a vmap of a kernel of
-``ppl.inference.mcmc``). ``tune(positions, parameters, acceptance)`` sets the
-next step's parameters from the particle cloud: the inverse mass matrix (or
-random-walk scale) from the particles' variances, the step size nudged
-towards a target acceptance rate (the particle analogue of Stan's warmup;
-Buchholz, Chopin and Jacob 2021 tune HMC moves in SMC from the particles).
+(positions, acceptance rates, parameters)`` for all particles at once (a vmap of a kernel of
+``ppl.inference.mcmc``). Its parameters come from the particle cloud: the
+inverse mass matrix (or random-walk scale) from the particles' weighted
+variances at the temperature they move at (``with_variances``), the step
+size nudged towards a target acceptance rate (``tuned_step_size``): the
+particle analogue of Stan's warmup (Buchholz, Chopin and Jacob 2021 tune
+HMC moves in SMC from the particles).
 """
 
 from typing import NamedTuple
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from ppl.inference.mcmc.hmc import hmc_step, init
 from ppl.inference.mcmc.mala import mala_step
 
-__all__ = ["MoveParameters", "MOVES", "move_function", "tune", "initial_parameters"]
+__all__ = ["MoveParameters", "MOVES", "move_function", "with_variances", "tuned_step_size", "initial_parameters"]
 
 TARGET_ACCEPTANCE = {"hmc": 0.65, "mala": 0.57, "rwmh": 0.3}
 
@@ -38,21 +39,30 @@ def initial_parameters(positions, step_size=None, adapt=True):
     return MoveParameters(step, _variances(positions) if adapt else jnp.ones((d,), dtype))
 
 
-def _variances(positions):
-    variances = jnp.var(positions, axis=0)
+def _variances(positions, log_weights=None):
+    if log_weights is None:
+        variances = jnp.var(positions, axis=0)
+    else:
+        weights = jnp.exp(log_weights)[:, None]
+        mean = jnp.sum(weights * positions, axis=0)
+        variances = jnp.sum(weights * (positions - mean) ** 2, axis=0)
     # a collapsed coordinate (all particles equal) would freeze: fall back to 1
     return jnp.where(variances > 1e-12, variances, jnp.ones_like(variances))
 
 
-def tune(kind, positions, parameters, acceptance_rate, adapt_step_size, adapt_mass):
-    """The next step's parameters: variances from the (moved) particles;
-    the step size times exp(2 (acceptance - target)), within [1/2, 2]."""
-    step_size = parameters.step_size
-    if adapt_step_size:
-        factor = jnp.clip(jnp.exp(2.0 * (acceptance_rate - TARGET_ACCEPTANCE[kind])), 0.5, 2.0)
-        step_size = step_size * factor.astype(step_size.dtype)
-    inverse_mass_matrix = _variances(positions) if adapt_mass else parameters.inverse_mass_matrix
-    return MoveParameters(step_size, inverse_mass_matrix)
+def with_variances(parameters, positions, log_weights):
+    """``parameters`` with the metric set to the particles' weighted variances
+    (``log_weights`` normalised): the cloud reweighted to the temperature it
+    is about to move at, not the one it last moved at."""
+    return parameters._replace(inverse_mass_matrix=_variances(positions, log_weights))
+
+
+def tuned_step_size(kind, parameters, acceptance_rate):
+    """The next step size: times exp(2 (acceptance - target)), within [1/4, 2]
+    per step (a move that accepted nothing shrinks fast, one that accepted
+    everything grows slower)."""
+    factor = jnp.clip(jnp.exp(2.0 * (acceptance_rate - TARGET_ACCEPTANCE[kind])), 0.25, 2.0)
+    return parameters._replace(step_size=parameters.step_size * factor.astype(parameters.step_size.dtype))
 
 
 def _hmc(num_integration_steps):
@@ -98,12 +108,14 @@ MOVES = {"hmc": _hmc, "mala": _mala, "rwmh": _rwmh}
 
 
 def move_function(kind, num_integration_steps=5):
-    """``move(key, positions, log_density_fn, parameters, num_steps) ->
-    (positions, (num_steps, N) acceptance rates)``: ``num_steps`` moves of every particle.
+    """``move(key, positions, log_density_fn, parameters, num_steps, adapt=False)
+    -> (positions, (num_steps, N) acceptance rates, parameters)``: ``num_steps``
+    moves of every particle; with ``adapt``, the step size is tuned after each
+    sweep from its mean acceptance (``tuned_step_size``).
 
     >>> move = move_function("rwmh")
     >>> positions = jnp.zeros((100, 2))
-    >>> moved, rates = move(jax.random.key(0), positions, lambda x: -0.5 * jnp.sum(x**2), initial_parameters(positions + 1.0), 3)
+    >>> moved, rates, _ = move(jax.random.key(0), positions, lambda x: -0.5 * jnp.sum(x**2), initial_parameters(positions + 1.0), 3)
     >>> moved.shape, rates.shape
     ((100, 2), (3, 100))
     """
@@ -111,13 +123,17 @@ def move_function(kind, num_integration_steps=5):
         raise ValueError(f"kernel must be one of {sorted(MOVES)}, got {kind!r}")
     start, step = MOVES[kind](num_integration_steps)
 
-    def move(key, positions, log_density_fn, parameters, num_steps):
-        def body(states, step_key):
+    def move(key, positions, log_density_fn, parameters, num_steps, adapt=False):
+        def body(carry, step_key):
+            states, parameters = carry
             keys = jax.random.split(step_key, positions.shape[0])
-            return jax.vmap(lambda k, s: step(k, s, log_density_fn, parameters))(keys, states)
+            states, rates = jax.vmap(lambda k, s: step(k, s, log_density_fn, parameters))(keys, states)
+            # all particles move at once, so one sweep's mean acceptance already tells the next sweep's step size
+            parameters = tuned_step_size(kind, parameters, jnp.mean(rates)) if adapt else parameters
+            return (states, parameters), rates
 
         states = jax.vmap(lambda q: start(q, log_density_fn))(positions)
-        states, rates = jax.lax.scan(body, states, jax.random.split(key, num_steps))
-        return states[0], rates
+        (states, parameters), rates = jax.lax.scan(body, (states, parameters), jax.random.split(key, num_steps))
+        return states[0], rates, parameters
 
     return move

@@ -83,7 +83,10 @@ def particle_filter(key, model, args, observations, num_particles, *, proposal=N
     - ``rejuvenate``: None, or an MCMC kernel on traces of the scan's step (for
       example ``mcmc.mh(step, ["x"])``) applied to every particle after each step.
 
-    Returns a ``ParticleFilterResult``. Jittable and vmappable over keys.
+    Returns a ``ParticleFilterResult``. Jittable and vmappable over keys. The
+    key splits as ``init_key, steps_key = jax.random.split(key)``: ``init_key``
+    goes to ``filter_init`` and step t uses ``jax.random.split(steps_key, T)[t]``,
+    so ``filter_init`` / ``filter_step`` with those keys give the same run.
 
     >>> @ppl.gen
     ... def step(x, _):

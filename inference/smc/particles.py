@@ -12,8 +12,12 @@ likelihood estimate. Every step keeps that estimate unbiased in Z:
 - ``change``: reweight to a new target on the same choices (tempering);
 - ``resample``: by any scheme, always or when the ESS is low;
 - ``rejuvenate``: an MCMC kernel (``ppl.inference.mcmc``) on every trace.
+
+Each is compiled once per model, shapes and settings (a kernel object, a
+resampling scheme), so a Python loop of them runs at compiled speed.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -22,6 +26,7 @@ import jax.numpy as jnp
 import ppl
 from ppl.choicemap import by_path, from_paths
 from ppl.errors import MissingValueError
+from ppl.jit import jit_gfi
 from ppl.inference.smc.resampling import effective_sample_size, resampler
 
 __all__ = ["ParticleCollection", "init", "extend", "change", "resample", "rejuvenate"]
@@ -75,10 +80,14 @@ def init(key, model, args, observations, num_particles, *, proposal=None, propos
     >>> particles.traces.choices["mu"].shape, particles.log_weights.shape
     ((1000,), (1000,))
     """
-    observations = ppl.choicemap.to_arrays(observations or {})
-    args = tuple(args)
+    return _init(model, key, tuple(args), ppl.choicemap.to_arrays(observations or {}), num_particles, proposal,
+                 tuple(proposal_args))
+
+
+@jit_gfi(constraints_arg=2)
+def _init(model, key, args, observations, num_particles, proposal, proposal_args):
     start = lambda k, constraints: model.generate(k, constraints, args)
-    one = lambda k: _proposed(k, model, observations, args, proposal, tuple(proposal_args), start)
+    one = lambda k: _proposed(k, model, observations, args, proposal, proposal_args, start)
     traces, log_weights = ppl.vmap_particles(one, num_particles)(key)
     empty = ParticleCollection(traces, jnp.full((num_particles,), -jnp.log(jnp.asarray(num_particles, log_weights.dtype))),
                                jnp.zeros((), log_weights.dtype))
@@ -106,8 +115,12 @@ def extend(key, particles, model, args, observations, *, proposal=None, proposal
     >>> sorted(longer.traces.choices), longer.traces.choices["x2"].shape
     (['x0', 'x1', 'x2'], (100,))
     """
-    observations = ppl.choicemap.to_arrays(observations or {})
-    args = tuple(args)
+    return _extend(model, key, particles, tuple(args), ppl.choicemap.to_arrays(observations or {}), proposal,
+                   tuple(proposal_args))
+
+
+@jit_gfi(constraints_arg=3)
+def _extend(model, key, particles, args, observations, proposal, proposal_args):
     _check_shapes_kept(model, args, particles.traces.choices)
 
     def one(k, trace):
@@ -136,7 +149,9 @@ def change(particles, model, args, observations=None):
     ``model(*args)`` with ``observations`` replacing the old ones (for example
     a likelihood tempered by a new exponent). The incremental weight is
     p_new(choices) / p_old(choices); a choice the new model makes that the old
-    trace lacks is an error (that is ``extend``).
+    trace lacks is an error (that is ``extend``). A Python float argument
+    (``(0.5,)``) is static, so each new value compiles anew: in a loop, pass
+    an array (``(jnp.asarray(beta),)``).
 
     >>> @ppl.gen
     ... def tempered(beta):
@@ -183,6 +198,12 @@ def resample(key, particles, *, method="systematic", ess_threshold=1.0):
     >>> resampled.log_weights.shape, int(ancestors.shape[0])
     ((4,), 4)
     """
+    resampler(method)  # a bad name fails here
+    return _resample(key, particles, method, float(ess_threshold))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _resample(key, particles, method, ess_threshold):
     n = particles.num_particles
     ancestors = resampler(method)(key, particles.log_weights).astype(jnp.int32)
     if ess_threshold < 1.0:
@@ -208,7 +229,11 @@ def rejuvenate(key, particles, kernel, num_steps=1):
     >>> moved.traces.choices["mu"].shape
     (100,)
     """
+    return _rejuvenate(key, particles, kernel, int(num_steps))
 
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _rejuvenate(key, particles, kernel, num_steps):
     def one(k, trace):
         def body(state, step_key):
             state, info = kernel.step(step_key, state)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 import ppl
 from ppl.transforms import unconstrain
-from ppl.inference.smc.moves import initial_parameters, move_function, tune
+from ppl.inference.smc.moves import initial_parameters, move_function, with_variances
 from ppl.inference.smc.resampling import effective_sample_size, resampler
 
 __all__ = ["run_tempered", "next_temperature"]
@@ -112,6 +112,8 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
         log_weights, total = _normalised(state.log_weights + (beta - state.temperature) * increments)
         ess = effective_sample_size(log_weights)
         positions = state.positions
+        # the metric from the cloud reweighted to the new temperature, where it moves
+        parameters = with_variances(state.parameters, positions, log_weights) if adapt else state.parameters
         if resample is not None:
             m = n // waste_free if waste_free else n
             ancestors = resampler(resample)(resample_key, log_weights, m)
@@ -119,16 +121,16 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
             log_weights = jnp.full((n,), -jnp.log(jnp.asarray(n, dtype)))
         density = tempered_density(beta)
         if waste_free:
-            positions, rates = _waste_free_chains(move, move_key, positions, density, state.parameters, waste_free)
+            positions, rates, next_parameters = _waste_free_chains(move, move_key, positions, density, parameters,
+                                                                   waste_free, adapt)
         else:
-            positions, rates = move(move_key, positions, density, state.parameters, num_mcmc_steps)
+            positions, rates, next_parameters = move(move_key, positions, density, parameters, num_mcmc_steps, adapt)
         acceptance = jnp.mean(rates)
         _, log_likelihoods = parts(positions)
-        parameters = tune(kind, positions, state.parameters, acceptance, adapt, adapt)
         i = state.step
-        return _Loop(key, positions, log_likelihoods, log_weights, beta, state.log_z + total, parameters, i + 1,
+        return _Loop(key, positions, log_likelihoods, log_weights, beta, state.log_z + total, next_parameters, i + 1,
                      state.temperatures.at[i + 1].set(beta), state.ess.at[i].set(ess), state.acceptance.at[i].set(acceptance),
-                     state.step_sizes.at[i].set(state.parameters.step_size))
+                     state.step_sizes.at[i].set(parameters.step_size))
 
     running = lambda state: (state.temperature < 1.0) & (state.step < max_steps)
     state = jax.lax.while_loop(running, step, state)
@@ -138,14 +140,16 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
             state.ess, state.acceptance, state.step_sizes)
 
 
-def _waste_free_chains(move, key, starts, log_density_fn, parameters, length):
+def _waste_free_chains(move, key, starts, log_density_fn, parameters, length, adapt):
     """Every state of a (length - 1)-move chain from each of the M starts:
-    (M * length, d) positions, chain-major, and the acceptance rates."""
+    (M * length, d) positions, chain-major, the acceptance rates and the
+    parameters after the moves."""
 
-    def body(positions, step_key):
-        moved, rates = move(step_key, positions, log_density_fn, parameters, 1)
-        return moved, (moved, rates[0])
+    def body(carry, step_key):
+        positions, parameters = carry
+        moved, rates, parameters = move(step_key, positions, log_density_fn, parameters, 1, adapt)
+        return (moved, parameters), (moved, rates[0])
 
-    _, (chain, rates) = jax.lax.scan(body, starts, jax.random.split(key, length - 1))
+    (_, parameters), (chain, rates) = jax.lax.scan(body, (starts, parameters), jax.random.split(key, length - 1))
     states = jnp.concatenate([starts[None], chain])  # (length, M, d)
-    return jnp.swapaxes(states, 0, 1).reshape(-1, starts.shape[1]), rates
+    return jnp.swapaxes(states, 0, 1).reshape(-1, starts.shape[1]), rates, parameters
