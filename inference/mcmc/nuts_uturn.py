@@ -6,8 +6,8 @@ A doubling of 2^j states (numbered 0, 1, ... in integration order) is a
 perfect binary tree. State ``n`` completes one subtree of size 2^k for each
 k = 1 .. t, t the number of trailing one bits of ``n``, and each must pass
 the generalised criterion (Betancourt 2013) over its own states. What that
-needs of a subtree's first state (its velocity and the momenta summed
-before it) is kept in a slot: an even ``n`` opens subtrees and is written to
+needs of a subtree's first state (its velocity, and the momenta summed
+before it plus half its own) is kept in a slot: an even ``n`` opens subtrees and is written to
 slot ``popcount(n >> 1)``; at ``n`` the completed subtrees of sizes 2, 4,
 ..., 2^t have their first states in slots ``popcount(n >> 1)`` down to
 ``popcount(n >> 1) - t + 1``.
