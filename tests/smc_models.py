@@ -10,6 +10,16 @@ from scipy.stats import norm
 import ppl
 from ppl import dist
 
+def assert_z_unbiased(log_z_hats, log_z, max_standard_error=0.15):
+    """The estimate of Z is unbiased in Z, not in log Z: the mean of
+    exp(log Z_hat - log Z) over independent runs is 1 within 4.5 standard
+    errors, and that standard error is small enough for the check to have power."""
+    ratios = np.exp(np.asarray(log_z_hats, float) - log_z)
+    mean, standard_error = ratios.mean(), ratios.std(ddof=1) / np.sqrt(ratios.size)
+    assert abs(mean - 1.0) < 4.5 * standard_error + 1e-12, (mean, standard_error)
+    assert standard_error < max_standard_error, standard_error
+
+
 A, Q, R, S0 = 0.9, 0.7, 0.5, 1.0  # x_t = A x_{t-1} + N(0, Q^2); y_t ~ N(x_t, R^2); x0 ~ N(0, S0^2)
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.smc_models import assert_z_unbiased
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -42,13 +44,6 @@ def run_printing(fn, **kwargs):
     with contextlib.redirect_stdout(printed):
         value = fn(**kwargs)
     return value, printed.getvalue()
-
-
-def assert_z_unbiased(log_z_hats, log_z, max_standard_error):
-    ratios = np.exp(np.asarray(log_z_hats, float) - log_z)
-    mean, standard_error = ratios.mean(), ratios.std(ddof=1) / np.sqrt(ratios.size)
-    assert abs(mean - 1.0) < 4.5 * standard_error, (mean, standard_error)
-    assert standard_error < max_standard_error, standard_error
 
 
 def assert_pngs(output_dir, names):
