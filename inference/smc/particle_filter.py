@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 import ppl
 from ppl.jit import jit_gfi
-from ppl.choicemap import by_path, from_paths
+from ppl.choicemap import by_path
 from ppl.sequential import run_with_steps, split_observations
 from ppl.inference.smc.filtering import filter_init, filter_step
 

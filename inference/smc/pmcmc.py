@@ -10,7 +10,6 @@ runs under ``mcmc.run`` and composes with the other kernels."""
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 import ppl
 from ppl.choicemap import by_path, from_paths
