@@ -37,10 +37,15 @@ def linear_gaussian(T):
     return ppl.sample("steps", lg_step.scan(T)(x0, None))
 
 
-def lg_data(T, seed=0):
-    trace = linear_gaussian.simulate(jax.random.key(seed), (T,))
+def simulated_data(model, T, seed=0):
+    """``(y0, ys, observations)`` of a run of ``model(T)``, one of the two below."""
+    trace = model.simulate(jax.random.key(seed), (T,))
     y0, ys = trace.choices["y0"], trace.choices["steps"]["y"]
     return y0, ys, {"y0": y0, "steps": {"y": ys}}
+
+
+def lg_data(T, seed=0):
+    return simulated_data(linear_gaussian, T, seed)
 
 
 def kalman(y0, ys):
@@ -81,9 +86,7 @@ def hmm(T):
 
 
 def hmm_data(T, seed=0):
-    trace = hmm.simulate(jax.random.key(seed), (T,))
-    y0, ys = trace.choices["y0"], trace.choices["steps"]["y"]
-    return y0, ys, {"y0": y0, "steps": {"y": ys}}
+    return simulated_data(hmm, T, seed)
 
 
 def forward(y0, ys):

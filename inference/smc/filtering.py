@@ -24,7 +24,7 @@ import ppl
 from ppl.jit import jit_gfi
 from ppl.choicemap import by_path, from_paths
 from ppl.sequential import run_prefix, scan_sites, split_observations
-from ppl.inference.smc.resampling import effective_sample_size, resampler
+from ppl.inference.smc.resampling import effective_sample_size, gather, normalise, resampler, uniform_log_weights
 
 __all__ = ["FilterSettings", "FilterState", "FilterInfo", "filter_init", "filter_step", "find_scan"]
 
@@ -83,18 +83,6 @@ def find_scan(model, args):
     return sites[0]
 
 
-def _normalised(log_weights):
-    """``(normalised log weights, log-sum-exp)``; all -inf stays -inf with
-    uniform weights (the estimate of Z is then exactly 0)."""
-    total = jax.nn.logsumexp(log_weights)
-    uniform = jnp.full_like(log_weights, -jnp.log(jnp.asarray(log_weights.shape[0], log_weights.dtype)))
-    return jnp.where(jnp.isneginf(total), uniform, log_weights - total), total
-
-
-def _gather(tree, index):
-    return jax.tree.map(lambda x: jnp.take(x, index, axis=0), tree)
-
-
 def _latent(choices, observed):
     return from_paths({p: v for p, v in by_path(choices).items() if p not in observed}) if observed else choices
 
@@ -128,7 +116,7 @@ def _filter_init(model, key, args, observations, num_particles, proposal, resamp
         if "out_axes" not in str(error):
             raise
         raise ValueError(f"the xs of the scan at {site.path} depend on random choices; a filter needs them fixed") from None
-    log_weights, total = _normalised(log_weights)
+    log_weights, total = normalise(log_weights)
     log_z = total - jnp.log(num_particles)
     zeros = jnp.zeros(num_particles, log_weights.dtype)
     state = FilterState(prefix, carry, zeros, log_weights, log_z, xs, jnp.zeros((), jnp.int32), settings)
@@ -145,13 +133,20 @@ def _maybe_resample(key, state, ess, step_trace=None):
     identity = jnp.arange(n, dtype=jnp.int32)
     if settings.ess_threshold <= 0.0:  # never: sequential importance sampling
         return state, step_trace, identity, jnp.bool_(False)
-    resampled = jnp.bool_(True) if settings.ess_threshold >= 1.0 else ess < settings.ess_threshold * n
-    ancestors = resampler(settings.resample)(key, state.log_weights).astype(jnp.int32)
-    ancestors = jnp.where(resampled, ancestors, identity)
     moved = (state.prefix_choices, state.carry, state.steps_log_density, step_trace)
-    prefix, carry, steps_log_density, step_trace = _gather(moved, ancestors)
-    uniform = -jnp.log(jnp.asarray(n, state.log_weights.dtype))
-    log_weights = jnp.where(resampled, uniform, state.log_weights)
+
+    def resample(_):
+        ancestors = resampler(settings.resample)(key, state.log_weights).astype(jnp.int32)
+        return ancestors, gather(moved, ancestors), uniform_log_weights(n, state.log_weights.dtype)
+
+    if settings.ess_threshold >= 1.0:
+        resampled = jnp.bool_(True)
+        ancestors, moved, log_weights = resample(None)
+    else:  # a cond, so a step that keeps its particles skips the search and the gathers
+        resampled = ess < settings.ess_threshold * n
+        ancestors, moved, log_weights = jax.lax.cond(
+            resampled, resample, lambda _: (identity, moved, state.log_weights), None)
+    prefix, carry, steps_log_density, step_trace = moved
     state = state._replace(prefix_choices=prefix, carry=carry, steps_log_density=steps_log_density, log_weights=log_weights)
     return state, step_trace, ancestors, resampled
 
@@ -177,7 +172,7 @@ def filter_step(key, state, observation, x=None):
         return trace, log_weight - proposed.log_density
 
     trace, increments = ppl.vmap_particles(extend, n)(move_key, state.carry)
-    log_weights, total = _normalised(state.log_weights + increments)
+    log_weights, total = normalise(state.log_weights + increments)
     state = state._replace(log_weights=log_weights, log_marginal_likelihood=state.log_marginal_likelihood + total)
     ess = effective_sample_size(log_weights)
     state, trace, ancestors, resampled = _maybe_resample(resample_key, state, ess, step_trace=trace)

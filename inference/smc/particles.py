@@ -27,7 +27,7 @@ import ppl
 from ppl.choicemap import by_path, from_paths
 from ppl.errors import MissingValueError
 from ppl.jit import jit_gfi
-from ppl.inference.smc.resampling import effective_sample_size, resampler
+from ppl.inference.smc.resampling import effective_sample_size, gather, normalise, resampler, uniform_log_weights
 
 __all__ = ["ParticleCollection", "init", "extend", "change", "resample", "rejuvenate"]
 
@@ -50,10 +50,7 @@ class ParticleCollection(NamedTuple):
 
 def _reweighted(particles, traces, increments):
     """The collection with each particle's weight multiplied by exp(increment)."""
-    log_weights = particles.log_weights + increments
-    total = jax.nn.logsumexp(log_weights)
-    uniform = jnp.full_like(log_weights, -jnp.log(jnp.asarray(log_weights.shape[0], log_weights.dtype)))
-    normalised = jnp.where(jnp.isneginf(total), uniform, log_weights - total)
+    normalised, total = normalise(particles.log_weights + increments)
     return ParticleCollection(traces, normalised, particles.log_marginal_likelihood + total)
 
 
@@ -89,8 +86,7 @@ def _init(model, key, args, observations, num_particles, proposal, proposal_args
     start = lambda k, constraints: model.generate(k, constraints, args)
     one = lambda k: _proposed(k, model, observations, args, proposal, proposal_args, start)
     traces, log_weights = ppl.vmap_particles(one, num_particles)(key)
-    empty = ParticleCollection(traces, jnp.full((num_particles,), -jnp.log(jnp.asarray(num_particles, log_weights.dtype))),
-                               jnp.zeros((), log_weights.dtype))
+    empty = ParticleCollection(traces, uniform_log_weights(num_particles, log_weights.dtype), jnp.zeros((), log_weights.dtype))
     return _reweighted(empty, traces, log_weights)
 
 
@@ -211,8 +207,8 @@ def _resample(key, particles, method, ess_threshold):
         ancestors = jnp.where(do, ancestors, jnp.arange(n, dtype=jnp.int32))
     else:
         do = jnp.bool_(True)
-    traces = jax.tree.map(lambda x: jnp.take(x, ancestors, axis=0), particles.traces)
-    uniform = jnp.full_like(particles.log_weights, -jnp.log(jnp.asarray(n, particles.log_weights.dtype)))
+    traces = gather(particles.traces, ancestors)
+    uniform = uniform_log_weights(n, particles.log_weights.dtype)
     return ParticleCollection(traces, jnp.where(do, uniform, particles.log_weights), particles.log_marginal_likelihood), ancestors
 
 

@@ -43,6 +43,9 @@ __all__ = [
     "resampler",
     "effective_sample_size",
     "normalized_weights",
+    "normalise",
+    "uniform_log_weights",
+    "gather",
 ]
 
 
@@ -54,6 +57,37 @@ def normalized_weights(log_weights):
     Array([0.5, 0. , 0.5], dtype=float32)
     """
     return jax.nn.softmax(log_weights)
+
+
+def uniform_log_weights(n, dtype):
+    """``n`` equal normalised log weights, ``-log n`` each, in ``dtype``.
+
+    >>> uniform_log_weights(4, jnp.float32)
+    Array([-1.3862944, -1.3862944, -1.3862944, -1.3862944], dtype=float32)
+    """
+    return jnp.full((n,), -jnp.log(jnp.asarray(n, dtype)), dtype)
+
+
+def gather(tree, ancestors):
+    """Every leaf of ``tree`` (leading axis: particles) taken at ``ancestors``.
+
+    >>> gather({"x": jnp.array([10, 11, 12])}, jnp.array([2, 2, 0]))
+    {'x': Array([12, 12, 10], dtype=int32)}
+    """
+    return jax.tree.map(lambda x: jnp.take(x, ancestors, axis=0), tree)
+
+
+def normalise(log_weights):
+    """``(normalised log weights, log-sum-exp)``: the weights divided by their
+    sum, and the log of that sum (an SMC step's contribution to log Z). All
+    ``-inf`` gives uniform weights and a sum of ``-inf`` (Z estimated as 0).
+
+    >>> normalise(jnp.log(jnp.array([1.0, 3.0])))
+    (Array([-1.3862944 , -0.28768206], dtype=float32), Array(1.3862944, dtype=float32))
+    """
+    total = jax.nn.logsumexp(log_weights)
+    uniform = uniform_log_weights(log_weights.shape[0], log_weights.dtype)
+    return jnp.where(jnp.isneginf(total), uniform, log_weights - total), total
 
 
 def effective_sample_size(log_weights):

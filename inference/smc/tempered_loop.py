@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ppl
 from ppl.transforms import unconstrain
 from ppl.inference.smc.moves import initial_parameters, move_function, with_variances
-from ppl.inference.smc.resampling import effective_sample_size, resampler
+from ppl.inference.smc.resampling import effective_sample_size, normalise, resampler, uniform_log_weights
 
 __all__ = ["run_tempered", "next_temperature"]
 
@@ -75,12 +75,6 @@ def _prior_positions(key, model, args, observations, target, n):
     return ppl.vmap_particles(one, n)(key)
 
 
-def _normalised(log_weights):
-    total = jax.nn.logsumexp(log_weights)
-    uniform = jnp.full_like(log_weights, -jnp.log(jnp.asarray(log_weights.shape[0], log_weights.dtype)))
-    return jnp.where(jnp.isneginf(total), uniform, log_weights - total), total
-
-
 def run_tempered(model, key, args, observations, n, settings, schedule):
     kind, target_ess, num_mcmc_steps, integration_steps, step_size, adapt, resample, conditional, waste_free, max_steps = settings
     target = unconstrain(model, args, observations)
@@ -91,7 +85,7 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
     dtype = positions.dtype
     _, log_likelihoods = parts(positions)
     nan = jnp.full((max_steps,), jnp.nan, dtype)
-    state = _Loop(loop_key, positions, log_likelihoods, jnp.full((n,), -jnp.log(jnp.asarray(n, dtype))),
+    state = _Loop(loop_key, positions, log_likelihoods, uniform_log_weights(n, dtype),
                   jnp.zeros((), dtype), jnp.zeros((), dtype), initial_parameters(positions, step_size, adapt),
                   jnp.zeros((), jnp.int32), jnp.ones((max_steps + 1,), dtype).at[0].set(0.0), nan, nan, nan)
 
@@ -109,7 +103,7 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
         else:
             beta = schedule[state.step + 1].astype(dtype)
         increments = jnp.where(jnp.isnan(state.log_likelihoods), -jnp.inf, state.log_likelihoods)
-        log_weights, total = _normalised(state.log_weights + (beta - state.temperature) * increments)
+        log_weights, total = normalise(state.log_weights + (beta - state.temperature) * increments)
         ess = effective_sample_size(log_weights)
         positions = state.positions
         # the metric from the cloud reweighted to the new temperature, where it moves
@@ -118,7 +112,7 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
             m = n // waste_free if waste_free else n
             ancestors = resampler(resample)(resample_key, log_weights, m)
             positions = positions[ancestors]
-            log_weights = jnp.full((n,), -jnp.log(jnp.asarray(n, dtype)))
+            log_weights = uniform_log_weights(n, dtype)
         density = tempered_density(beta)
         if waste_free:
             positions, rates, next_parameters = _waste_free_chains(move, move_key, positions, density, parameters,
