@@ -12,8 +12,8 @@ fewer than 4 draws, gets NaN; R-hat needs at least 2 chains (NaN with one);
 a constant scalar has an ESS of ``chains * draws`` (of the split chains) and
 an R-hat of NaN. Autocovariances are computed by FFT, and the sum of
 autocorrelations is truncated by Geyer's initial monotone sequence.
-``summary`` puts them in a table, with the sampler's warnings; it also
-summarises weighted draws (importance sampling).
+``summary`` puts them in a table, with the sampler's warnings; for
+weighted draws (importance sampling) it hands over to ``weighted_summary``.
 """
 
 import functools
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-import ppl
-from ppl.inference.summary_table import Summary, _count, _flagged, _row_names, _sampler_warnings
+from ppl.inference.summary_table import Summary, _columns, _count, _flagged, _named_leaves, _sampler_warnings
+from ppl.inference.weighted_summary import weighted_summary
 
 __all__ = ["rhat", "ess_bulk", "ess_tail", "ess_mean", "mcse_mean", "mcse_sd", "summary", "Summary"]
 
@@ -266,8 +266,7 @@ def _mcse_sd(x):
 # ----- summaries ------------------------------------------------------------
 
 CHAIN_COLUMNS = ("mean", "sd", "5%", "50%", "95%", "mcse_mean", "ess_bulk", "ess_tail", "r_hat")
-WEIGHTED_COLUMNS = ("mean", "sd", "5%", "50%", "95%", "mcse_mean", "ess")
-RHAT_THRESHOLD, ESS_PER_CHAIN, MIN_KISH_ESS = 1.01, 100, 100
+RHAT_THRESHOLD, ESS_PER_CHAIN = 1.01, 100
 
 
 def summary(draws, *, log_weights=None, stats=None, max_tree_depth=None):
@@ -315,25 +314,7 @@ def summary(draws, *, log_weights=None, stats=None, max_tree_depth=None):
         return _chain_summary(leaves, stats or {}, max_tree_depth)
     if stats is not None or max_tree_depth is not None:
         raise TypeError("summary: stats and max_tree_depth describe MCMC draws, not weighted ones (log_weights)")
-    return _weighted_summary(leaves, jnp.asarray(log_weights))
-
-
-def _named_leaves(draws):
-    flat = ppl.choicemap.flatten(draws) if isinstance(draws, dict) else {"x": draws}
-    if not flat:
-        raise ValueError("summary: no draws (an empty choice map)")
-    return {name: jnp.asarray(leaf) for name, leaf in flat.items()}
-
-
-def _columns(leaves, leading):
-    """Every leaf as ``(*leading, scalars)``, joined along the last axis, and the row names."""
-    for name, leaf in leaves.items():
-        if leaf.shape[: len(leading)] != leading:
-            raise ValueError(f"summary: {name!r} has shape {leaf.shape}; every leaf must start with {leading}")
-    dtype = jnp.result_type(*[jnp.promote_types(leaf.dtype, jnp.result_type(float)) for leaf in leaves.values()])
-    joined = jnp.concatenate([leaf.reshape(leading + (-1,)).astype(dtype) for leaf in leaves.values()], axis=-1)
-    names = [row for name, leaf in leaves.items() for row in _row_names(name, leaf.shape[len(leading) :])]
-    return joined, names
+    return weighted_summary(leaves, jnp.asarray(log_weights))
 
 
 def _chain_statistics(x):
@@ -371,33 +352,3 @@ def _chain_summary(leaves, stats, max_tree_depth):
     if num_divergences is not None:
         header += f", {_count(num_divergences, 'divergent transition')}"
     return Summary(names, table, warnings, num_divergences, header)
-
-
-@jax.jit
-def _weighted_statistics(x, log_weights):
-    weights = jax.nn.softmax(log_weights.astype(jnp.promote_types(log_weights.dtype, x.dtype))).astype(x.dtype)
-    mean = weights @ x
-    squared = (x - mean) ** 2
-    order = jnp.argsort(x, axis=0)
-    cumulative = jnp.cumsum(weights[order], axis=0)
-    ordered = jnp.take_along_axis(x, order, axis=0)
-    last = x.shape[0] - 1
-    quantile = lambda level: jnp.take_along_axis(ordered, jnp.minimum(jnp.sum(cumulative < level, axis=0), last)[None], 0)[0]
-    ess = 1.0 / jnp.sum(weights**2)
-    values = [mean, jnp.sqrt(weights @ squared), quantile(0.05), quantile(0.5), quantile(0.95)]
-    values += [jnp.sqrt(weights**2 @ squared), jnp.broadcast_to(ess, mean.shape)]
-    return dict(zip(WEIGHTED_COLUMNS, values)), jnp.isfinite(x).all(axis=0), ess
-
-
-def _weighted_summary(leaves, log_weights):
-    if log_weights.ndim != 1:
-        raise ValueError(f"summary: log_weights must have shape (particles,), got {log_weights.shape}")
-    num_particles = log_weights.shape[0]
-    joined, names = _columns(leaves, (num_particles,))
-    columns, finite, ess = _weighted_statistics(joined, log_weights)
-    table = {column: np.asarray(columns[column]) for column in WEIGHTED_COLUMNS}
-    ess = float(ess)
-    warnings = _flagged(names, ~np.asarray(finite), "draws that are NaN or infinite")
-    if not ess >= MIN_KISH_ESS:
-        warnings.append(f"Kish effective sample size {ess:.1f} of {num_particles} weighted draws is below {MIN_KISH_ESS}")
-    return Summary(names, table, warnings, None, f"{num_particles} weighted draws, Kish ESS {ess:.1f}")

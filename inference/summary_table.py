@@ -1,13 +1,18 @@
 """``Summary``: statistics per scalar of a set of draws (one row each, one
 column per statistic) and factual warnings about the run that made them.
 It prints as an aligned text table (``str``, ``repr``) and as an HTML table
-in Jupyter. ``ppl.inference.diagnostics.summary`` builds one.
+in Jupyter. ``ppl.inference.diagnostics.summary`` builds one (and
+``weighted_summary`` for weighted draws), from the columns made here: one per
+scalar of the draws, with its row name.
 """
 
 import html
 import math
 
+import jax.numpy as jnp
 import numpy as np
+
+import ppl
 
 __all__ = ["Summary"]
 
@@ -132,3 +137,24 @@ def _sampler_warnings(stats, shape, max_tree_depth):
                 f"tree depth reached max_tree_depth={max_tree_depth} in {saturated} of {size} draws ({_percent(saturated / size)})"
             )
     return num_divergences, warnings
+
+
+# ----- draws as columns, one per scalar -------------------------------------------
+
+
+def _named_leaves(draws):
+    flat = ppl.choicemap.flatten(draws) if isinstance(draws, dict) else {"x": draws}
+    if not flat:
+        raise ValueError("summary: no draws (an empty choice map)")
+    return {name: jnp.asarray(leaf) for name, leaf in flat.items()}
+
+
+def _columns(leaves, leading):
+    """Every leaf as ``(*leading, scalars)``, joined along the last axis, and the row names."""
+    for name, leaf in leaves.items():
+        if leaf.shape[: len(leading)] != leading:
+            raise ValueError(f"summary: {name!r} has shape {leaf.shape}; every leaf must start with {leading}")
+    dtype = jnp.result_type(*[jnp.promote_types(leaf.dtype, jnp.result_type(float)) for leaf in leaves.values()])
+    joined = jnp.concatenate([leaf.reshape(leading + (-1,)).astype(dtype) for leaf in leaves.values()], axis=-1)
+    names = [row for name, leaf in leaves.items() for row in _row_names(name, leaf.shape[len(leading) :])]
+    return joined, names
