@@ -1,8 +1,6 @@
 """The high-level calls: ``mcmc.nuts``, ``mcmc.hmc``, ``mcmc.mala`` on a
 model and its observations (through ``ppl.transforms.unconstrain``)."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,11 +10,10 @@ from ppl.choicemap import as_path, by_path, filter_choices, from_paths, merge, s
 from ppl.errors import AddressError, DiscreteLatentError, format_address
 from ppl.inference.mcmc.adaptation import ADAPTATIONS
 from ppl.inference.mcmc.chains import check_chain_method
-from ppl.inference.mcmc.hmc import init
-from ppl.inference.mcmc.initialise import check_initial_positions, initial_positions
+from ppl.inference.mcmc.initialise import check_initial_positions
 from ppl.inference.mcmc.progress import ProgressBar
 from ppl.inference.mcmc.result import MCMCResult
-from ppl.inference.mcmc.sampling import ChainState, Settings, sample_chains
+from ppl.inference.mcmc.sampling import ChainState, FreshStart, Settings, sample_chains
 from ppl.transforms.unconstrain import unconstrain
 
 __all__ = ["nuts", "hmc", "mala"]
@@ -158,21 +155,23 @@ def _run(
     discrete = _initial_discrete(model, args, observations, gibbs_paths, key, num_chains) if state is None else state.discrete
     target = _target(model, args, observations, discrete, algorithm["algorithm"])
     dense_mass = bool(dense_mass or adaptation == "low_rank")  # low_rank's metric is held densely
-    if state is None:
-        positions, valid, chains = _initial_chains(target, key, init_radius, step_size, discrete, num_chains, dense_mass)
-        check_initial_positions(target, positions, valid, init_radius)
+    if state is None:  # the chains start inside the compiled call
+        chains = FreshStart(jnp.asarray(init_radius), jnp.asarray(step_size), discrete, np.arange(num_chains))
     else:
         chains = state
-    _check_state(chains, target, num_chains)
+        _check_state(chains, target, num_chains)
+        dense_mass = bool(jnp.ndim(chains.inverse_mass_matrix) == 3 or dense_mass)
     settings = Settings(
         num_warmup=int(num_warmup), num_samples=int(num_samples), thinning=int(thinning), chain_method=chain_method,
-        adaptation=adaptation, dense_mass=bool(jnp.ndim(chains.inverse_mass_matrix) == 3 or dense_mass),
-        target_accept=float(target_accept), gibbs=gibbs_paths, **algorithm,
+        adaptation=adaptation, dense_mass=dense_mass, target_accept=float(target_accept), gibbs=gibbs_paths,
+        **algorithm,
     )
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, target, chains)))
     phase = "warmup" if num_warmup else "sampling"
     with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description=phase) as bar:
-        chains, positions, samples, retvals, stats = sample_chains(target, key, chains, bar.id, settings)
+        chains, positions, samples, retvals, stats, start = sample_chains(target, key, chains, bar.id, settings)
+    if start is not None:
+        check_initial_positions(target, *start, init_radius)
     return MCMCResult(_kept(samples, keep), retvals, stats, chains, positions, target, algorithm["max_tree_depth"] or None)
 
 
@@ -204,24 +203,6 @@ def _target(model, args, observations, discrete, algorithm):
     if target.dimension == 0:
         raise ValueError("the model has no continuous latent choices given these observations: there is nothing to sample")
     return target
-
-
-@functools.partial(jax.jit, static_argnames=("num_chains", "dense_mass"))
-def _initial_chains(target, key, radius, step_size, discrete, num_chains, dense_mass):
-    """``(positions, valid, ChainState)`` of fresh chains, in one compiled call."""
-    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), radius, num_chains, discrete)
-    targets = lambda d: target.replace_observations(d) if d else target
-    states = jax.vmap(lambda p, d: init(p, targets(d).log_density))(positions, discrete)
-    dtype, n = positions.dtype, target.dimension
-    metric = jnp.eye(n, dtype=dtype) if dense_mass else jnp.ones(n, dtype)
-    chains = ChainState(
-        states,
-        jnp.full((num_chains,), step_size, dtype),
-        jnp.broadcast_to(metric, (num_chains,) + metric.shape),
-        jnp.zeros((num_chains,), jnp.int32),
-        discrete,
-    )
-    return positions, valid, chains
 
 
 def _check_state(chains, target, num_chains):

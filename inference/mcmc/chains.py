@@ -74,6 +74,9 @@ def scan_chains(transition, carry, length, chain_method, bar_id, phase, done_bef
             (chain_carry, _), outputs = jax.lax.scan(body, (chain_carry, jnp.zeros((), jnp.int32)), inputs)
             return chain_carry, outputs
 
+        if num_chains == 1:  # no loop around the one chain's scan
+            chain_carry, outputs = one_chain((jax.tree.map(lambda a: a[0], carry), jnp.zeros((), jnp.int32)))
+            return jax.tree.map(lambda a: a[None], (chain_carry, outputs))
         return jax.lax.map(one_chain, (carry, jnp.arange(num_chains)))
 
     def body(state, inp):

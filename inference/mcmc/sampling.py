@@ -18,12 +18,14 @@ import jax.numpy as jnp
 from ppl.choicemap import by_path, from_paths, merge
 from ppl.inference.mcmc.adaptation import window_adaptation, window_schedule
 from ppl.inference.mcmc.chains import run_sharded, scan_chains
+from ppl.inference.mcmc.counter_rng import fold_in
 from ppl.inference.mcmc.gibbs import gibbs
 from ppl.inference.mcmc.hmc import HMCState, hmc_step, init
+from ppl.inference.mcmc.initialise import initial_positions
 from ppl.inference.mcmc.mala import mala_step
 from ppl.inference.mcmc.nuts import nuts_step
 
-__all__ = ["ChainState", "Settings", "sample_chains", "STATS"]
+__all__ = ["ChainState", "FreshStart", "Settings", "sample_chains", "STATS"]
 
 # ArviZ's sample_stats names recorded per draw, by algorithm.
 STATS = {
@@ -110,7 +112,7 @@ def _warmup(settings, target, chain_keys, chains, bar_id):
 
     def transition(carry, flags):
         chain_key, chain, adapt = carry
-        step_key, search_key = jax.random.split(jax.random.fold_in(chain_key, chain.iteration))
+        step_key, search_key = jax.random.split(fold_in(chain_key, chain.iteration))
         log_density_fn = _conditioned(settings, target, chain).log_density
         adapt = warmup.begin(search_key, adapt, flags, chain.kernel_state, log_density_fn)
         chain, stats, _ = _move(settings, target, step_key, chain, adapt.step_size, adapt.inverse_mass_matrix)
@@ -129,7 +131,7 @@ def _warmup(settings, target, chain_keys, chains, bar_id):
 def _sample(settings, target, chain_keys, chains, bar_id):
     def one_transition(carry, _):
         chain_key, chain = carry
-        key = jax.random.fold_in(chain_key, chain.iteration)
+        key = fold_in(chain_key, chain.iteration)
         chain, stats, _ = _move(settings, target, key, chain, chain.step_size, chain.inverse_mass_matrix)
         return (chain_key, chain), stats
 
@@ -140,6 +142,7 @@ def _sample(settings, target, chain_keys, chains, bar_id):
             carry, stats = jax.lax.scan(one_transition, carry, None, settings.thinning)
             kept = jax.tree.map(lambda a: a[-1], stats)
             kept.update(diverging=jnp.any(stats["diverging"]), n_steps=jnp.sum(stats["n_steps"]))
+        kept = {name: value for name, value in kept.items() if name not in _constant_names(settings)}
         return carry, (((carry[1].kernel_state.position, carry[1].discrete), kept), kept["diverging"])
 
     (_, chains), (outputs, _) = scan_chains(
@@ -162,15 +165,74 @@ def _all_chains(settings, target, chain_keys, chains, bar_id):
     chains, (positions, discrete), stats = _sample(settings, target, chain_keys, chains, bar_id)
     constrain = functools.partial(_constrain, settings, target)
     samples, retvals = jax.vmap(jax.vmap(constrain))(positions, discrete)
-    return chains, positions, samples, retvals, stats
+    return chains, positions, samples, retvals, _constant_stats(settings, chains, stats)
+
+
+def _constant_names(settings):
+    """The stats that do not change while sampling: the step size, and the
+    number of gradient steps per draw of HMC and MALA."""
+    return ("step_size",) if settings.algorithm == "nuts" else ("step_size", "n_steps")
+
+
+def _constant_stats(settings, chains, stats):
+    """``stats`` with the constant ones (``_constant_names``) filled in: broadcast
+    over draws after the loop rather than stored at every transition."""
+    shape = (chains.step_size.shape[0], settings.num_samples)
+    stats = dict(stats, step_size=jnp.broadcast_to(chains.step_size[:, None], shape))
+    if settings.algorithm != "nuts":
+        per_transition = settings.num_integration_steps if settings.algorithm == "hmc" else 1
+        stats["n_steps"] = jnp.full(shape, per_transition * settings.thinning, jnp.int32)
+    return {name: stats[name] for name in STATS[settings.algorithm]}
+
+
+class FreshStart(NamedTuple):
+    """What new chains start from, inside the compiled call: initial positions
+    uniform on (-radius, radius) (retried where not finite), the first step
+    size, and per chain the values of the Gibbs choices."""
+
+    radius: jax.Array
+    step_size: jax.Array
+    discrete: dict
+    chain_index: jax.Array  # arange(num_chains): its length is the number of chains
+
+
+def _start(settings, target, key, fresh):
+    """``(initial positions, valid, ChainState)`` of fresh chains."""
+    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), fresh.radius, fresh.chain_index.shape[0], fresh.discrete)
+    targets = lambda d: target.replace_observations(d) if d else target
+    states = jax.vmap(lambda p, d: init(p, targets(d).log_density))(positions, fresh.discrete)
+    dtype, n, num_chains = positions.dtype, target.dimension, fresh.chain_index.shape[0]
+    metric = jnp.eye(n, dtype=dtype) if settings.dense_mass else jnp.ones(n, dtype)
+    chains = ChainState(
+        states,
+        jnp.full((num_chains,), fresh.step_size, dtype),
+        jnp.broadcast_to(metric, (num_chains,) + metric.shape),
+        jnp.zeros((num_chains,), jnp.int32),
+        fresh.discrete,
+    )
+    return positions, valid, chains
 
 
 @functools.partial(jax.jit, static_argnames="settings")
 def sample_chains(target, key, chains, bar_id, settings):
     """Warmup and sampling of every chain: ``(final ChainState, positions,
-    samples, retvals, stats)``, leading axes (chains, draws)."""
+    samples, retvals, stats, start)``, leading axes (chains, draws).
+
+    ``chains``: the ``ChainState`` of a run to continue, or a ``FreshStart``;
+    then ``start`` is ``(initial positions, valid)``, and when some chain found
+    no valid start nothing is run (the outputs are zeros: the caller raises).
+    """
+    start = None
+    if isinstance(chains, FreshStart):
+        positions, valid, chains = _start(settings, target, key, chains)
+        start = (positions, valid)
     chain_keys = jax.random.split(jax.random.fold_in(key, 0), chains.iteration.shape[0])
     program = functools.partial(_all_chains, settings, target)
     if settings.chain_method == "sharded":
-        return run_sharded(lambda keys, chains: program(keys, chains, bar_id), chain_keys, chains)
-    return program(chain_keys, chains, bar_id)
+        run = lambda chains: run_sharded(lambda keys, chains: program(keys, chains, bar_id), chain_keys, chains)
+    else:
+        run = lambda chains: program(chain_keys, chains, bar_id)
+    if start is None:
+        return (*run(chains), start)
+    skip = lambda chains: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(run, chains))
+    return (*jax.lax.cond(jnp.all(start[1]), run, skip, chains), start)
