@@ -98,9 +98,9 @@ def forward(y0, ys):
     return logsumexp(alpha)
 
 
-def lg_x0_posterior(y0, ys):
-    """Exact mean and variance of x0 given y0, ys in the linear-Gaussian model
-    (all of x and y are jointly Gaussian: condition by linear algebra)."""
+def lg_posterior(y0, ys):
+    """Exact mean (T + 1,) and covariance of (x0, x_1 .. x_T) given y0, ys in the
+    linear-Gaussian model (all of x and y are jointly Gaussian: condition by linear algebra)."""
     T = len(ys)
     # x = L e with x_0 = S0 e_0, x_t = A x_{t-1} + Q e_t; y = x + R noise (y_0 .. y_T)
     lower = np.zeros((T + 1, T + 1))
@@ -110,5 +110,11 @@ def lg_x0_posterior(y0, ys):
     cov_x = lower @ lower.T
     cov_y = cov_x + R**2 * np.eye(T + 1)
     y = np.concatenate([[float(y0)], np.asarray(ys, float)])
-    gain = np.linalg.solve(cov_y, cov_x[:, 0])
-    return float(gain @ y), float(cov_x[0, 0] - cov_x[:, 0] @ gain)
+    gain = np.linalg.solve(cov_y, cov_x)  # (T + 1, T + 1): cov_y^-1 cov_x
+    return gain.T @ y, cov_x - cov_x @ gain
+
+
+def lg_x0_posterior(y0, ys):
+    """Exact mean and variance of x0 given y0, ys in the linear-Gaussian model."""
+    mean, cov = lg_posterior(y0, ys)
+    return float(mean[0]), float(cov[0, 0])

@@ -11,7 +11,8 @@
   schedule, HMC / MALA / random-walk moves tuned from the particles, AIS
   with a fixed schedule and no resampling, waste-free SMC).
 - ``pmmh``: particle marginal Metropolis-Hastings over a state-space model's
-  static parameters, a ``Kernel`` for ``mcmc.run``.
+  static parameters, and ``particle_gibbs``: conditional SMC with ancestor
+  sampling over the scan's states; both ``Kernel``s for ``mcmc.run``.
 - Resampling schemes (``resampling``): multinomial, systematic, stratified,
   residual, all O(N log N) or better.
 """
@@ -20,6 +21,7 @@ from ppl.inference.smc import resampling
 from ppl.inference.smc.filtering import FilterInfo, FilterSettings, FilterState, filter_init, filter_step
 from ppl.inference.smc.particle_filter import ParticleFilterResult, particle_filter, trajectories
 from ppl.inference.smc.particles import ParticleCollection, change, extend, init, rejuvenate, resample
+from ppl.inference.smc.particle_gibbs import ParticleGibbsInfo, ParticleGibbsState, particle_gibbs
 from ppl.inference.smc.pmcmc import PMMHInfo, PMMHState, pmmh
 from ppl.inference.smc.resampling import effective_sample_size
 from ppl.inference.smc.tempered import TemperedResult, next_temperature, tempered
@@ -41,6 +43,9 @@ __all__ = [
     "ParticleFilterResult",
     "particle_filter",
     "trajectories",
+    "ParticleGibbsState",
+    "ParticleGibbsInfo",
+    "particle_gibbs",
     "PMMHState",
     "PMMHInfo",
     "pmmh",
