@@ -5,6 +5,11 @@ The log marginal likelihood estimate is unbiased in Z, not in log Z: each
 test checks the mean of exp(log Z_hat - log Z) over independent runs (one
 vmapped, compiled call) against 1 within 4.5 standard errors."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +22,7 @@ from tests.smc_models import assert_z_unbiased, forward, hmm, hmm_data, kalman, 
 
 T = 15
 RUNS = 400
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _runs(model, args, observations, num_particles, **options):
@@ -138,3 +144,35 @@ def test_errors_name_what_is_wrong():
 @ppl.gen
 def no_scan():
     ppl.sample("x", dist.Normal(0.0, 1.0))
+
+
+SHARDED = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from ppl.inference import smc
+    from tests.smc_models import lg_data, linear_gaussian
+    assert jax.device_count() == 4, jax.devices()
+    _, _, observations = lg_data(20)
+    run = lambda devices: smc.particle_filter(jax.random.key(3), linear_gaussian, (20,), observations, 1000, devices=devices)
+    sharded, single = run("all"), run(None)
+    assert len(sharded.particles.choices["steps"]["x"].sharding.device_set) == 4
+    assert bool(np.any(single.resampled)) and not bool(np.all(single.resampled))  # both branches of the cond ran
+    np.testing.assert_allclose(sharded.log_marginal_likelihood, single.log_marginal_likelihood, rtol=1e-5)
+    np.testing.assert_array_equal(sharded.ancestors, single.ancestors)  # the weights are summed in one order
+    np.testing.assert_allclose(sharded.particles.choices["steps"]["x"], single.particles.choices["steps"]["x"], rtol=1e-5, atol=1e-6)
+    try:
+        smc.particle_filter(jax.random.key(3), linear_gaussian, (20,), observations, 1001, devices="all")
+    except ValueError as error:
+        assert "num_particles=1001" in str(error), error
+    else:
+        raise AssertionError("no error for 1001 particles on 4 devices")
+    print("ok")
+    """
+)
+
+
+def test_sharded_filter_equals_the_single_device_run():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]

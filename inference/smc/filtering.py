@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import ppl
 from ppl.jit import jit_gfi
@@ -26,7 +28,7 @@ from ppl.choicemap import by_path, from_paths
 from ppl.sequential import run_prefix, scan_sites, split_observations
 from ppl.inference.smc.resampling import effective_sample_size, gather, normalise, resampler, uniform_log_weights
 
-__all__ = ["FilterSettings", "FilterState", "FilterInfo", "filter_init", "filter_step", "find_scan"]
+__all__ = ["FilterSettings", "FilterState", "FilterInfo", "filter_init", "filter_step", "find_scan", "particle_mesh", "shard_particles"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +42,42 @@ class FilterSettings:
     ess_threshold: float
     rejuvenate: Any  # None or an MCMC kernel on traces of ``step``
     length: int  # the scan's number of steps in the model
+    mesh: Any = None  # None, or a jax.sharding.Mesh with one axis, "particles", to split the particles across
 
 
 jax.tree_util.register_static(FilterSettings)
+
+
+def particle_mesh(devices, num_particles):
+    """None (no sharding), or a one-axis mesh ("particles") over ``devices``:
+    ``"all"`` (every device) or a sequence of devices."""
+    if devices is None:
+        return None
+    devices = jax.devices() if isinstance(devices, str) and devices == "all" else list(devices)
+    if not devices or num_particles % len(devices):
+        raise ValueError(
+            f"devices: {len(devices)} device(s) cannot split num_particles={num_particles} evenly; "
+            "use a multiple of the device count"
+        )
+    return Mesh(np.array(devices), ("particles",))
+
+
+def shard_particles(tree, mesh, spec=PartitionSpec("particles")):
+    """Every leaf of ``tree`` (leading axis: particles) split across ``mesh``
+    (nothing without one)."""
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, spec)
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding) if jnp.ndim(x) else x, tree)
+
+
+def replicate_weights(log_weights, mesh):
+    """The (N,) log weights whole on every device. The particles stay split;
+    the weights' sums, the ESS and the resampling run on the whole vector in
+    the single-device order, so a sharded run draws the same ancestors as an
+    unsharded one (a sum split across devices rounds differently, and one
+    ancestor in some thousands would change)."""
+    return shard_particles(log_weights, mesh, PartitionSpec())
 
 
 class FilterState(NamedTuple):
@@ -88,7 +123,7 @@ def _latent(choices, observed):
 
 
 def filter_init(key, model, args, observations, num_particles, *, proposal=None, resample="systematic",
-                ess_threshold=0.5, rejuvenate=None):
+                ess_threshold=0.5, rejuvenate=None, devices=None):
     """``(FilterState, ess)`` after the model's prefix: ``num_particles``
     particles from ``model.generate`` with ``observations`` outside the scan
     (the step observations are given to ``filter_step``), resampled if their
@@ -96,14 +131,16 @@ def filter_init(key, model, args, observations, num_particles, *, proposal=None,
     ``particle_filter``'s."""
     resampler(resample)  # a bad name fails here, before anything is traced
     observations = ppl.choicemap.to_arrays(observations or {})
-    return _filter_init(model, key, tuple(args), observations, num_particles, proposal, resample, float(ess_threshold), rejuvenate)
+    mesh = particle_mesh(devices, num_particles)
+    return _filter_init(model, key, tuple(args), observations, num_particles, proposal, resample, float(ess_threshold),
+                        rejuvenate, mesh)
 
 
 @jit_gfi(constraints_arg=2)
-def _filter_init(model, key, args, observations, num_particles, proposal, resample, ess_threshold, rejuvenate):
+def _filter_init(model, key, args, observations, num_particles, proposal, resample, ess_threshold, rejuvenate, mesh):
     site = find_scan(model, args)
     outside, _ = split_observations(observations, site.path)
-    settings = FilterSettings(site.step, site.path, proposal, resample, ess_threshold, rejuvenate, site.length)
+    settings = FilterSettings(site.step, site.path, proposal, resample, ess_threshold, rejuvenate, site.length, mesh)
     init_key, resample_key = jax.random.split(key)
 
     def particle(k):
@@ -116,7 +153,8 @@ def _filter_init(model, key, args, observations, num_particles, proposal, resamp
         if "out_axes" not in str(error):
             raise
         raise ValueError(f"the xs of the scan at {site.path} depend on random choices; a filter needs them fixed") from None
-    log_weights, total = normalise(log_weights)
+    prefix, carry = shard_particles((prefix, carry), mesh)
+    log_weights, total = normalise(replicate_weights(log_weights, mesh))
     log_z = total - jnp.log(num_particles)
     zeros = jnp.zeros(num_particles, log_weights.dtype)
     state = FilterState(prefix, carry, zeros, log_weights, log_z, xs, jnp.zeros((), jnp.int32), settings)
@@ -146,7 +184,7 @@ def _maybe_resample(key, state, ess, step_trace=None):
         resampled = ess < settings.ess_threshold * n
         ancestors, moved, log_weights = jax.lax.cond(
             resampled, resample, lambda _: (identity, moved, state.log_weights), None)
-    prefix, carry, steps_log_density, step_trace = moved
+    prefix, carry, steps_log_density, step_trace = shard_particles(moved, settings.mesh)
     state = state._replace(prefix_choices=prefix, carry=carry, steps_log_density=steps_log_density, log_weights=log_weights)
     return state, step_trace, ancestors, resampled
 
@@ -171,8 +209,8 @@ def filter_step(key, state, observation, x=None):
         trace, log_weight = settings.step.generate(step_key, ppl.merge(proposed.choices, observation), (carry, x))
         return trace, log_weight - proposed.log_density
 
-    trace, increments = ppl.vmap_particles(extend, n)(move_key, state.carry)
-    log_weights, total = normalise(state.log_weights + increments)
+    trace, increments = shard_particles(ppl.vmap_particles(extend, n)(move_key, state.carry), settings.mesh)
+    log_weights, total = normalise(replicate_weights(state.log_weights + increments, settings.mesh))
     state = state._replace(log_weights=log_weights, log_marginal_likelihood=state.log_marginal_likelihood + total)
     ess = effective_sample_size(log_weights)
     state, trace, ancestors, resampled = _maybe_resample(resample_key, state, ess, step_trace=trace)

@@ -12,7 +12,7 @@ import ppl
 from ppl.jit import jit_gfi
 from ppl.choicemap import by_path
 from ppl.sequential import run_with_steps, split_observations
-from ppl.inference.smc.filtering import filter_init, filter_step
+from ppl.inference.smc.filtering import filter_init, filter_step, particle_mesh
 
 __all__ = ["ParticleFilterResult", "particle_filter", "trajectories"]
 
@@ -66,7 +66,7 @@ def trajectories(step_values, ancestors):
 
 
 def particle_filter(key, model, args, observations, num_particles, *, proposal=None, resample="systematic",
-                    ess_threshold=0.5, rejuvenate=None):
+                    ess_threshold=0.5, rejuvenate=None, devices=None):
     """A particle filter for ``model``, which makes one ``gf.scan(T)`` over time.
 
     Arguments:
@@ -82,6 +82,9 @@ def particle_filter(key, model, args, observations, num_particles, *, proposal=N
       at every step, 0.0 never (sequential importance sampling).
     - ``rejuvenate``: None, or an MCMC kernel on traces of the scan's step (for
       example ``mcmc.mh(step, ["x"])``) applied to every particle after each step.
+    - ``devices``: None, ``"all"`` or a list of devices to split the particles
+      across (``jax.sharding``; N a multiple of their number); weights,
+      resampling and log Z stay global, so the run equals the unsharded one.
 
     Returns a ``ParticleFilterResult``. Jittable and vmappable over keys. The
     key splits as ``init_key, steps_key = jax.random.split(key)``: ``init_key``
@@ -107,14 +110,15 @@ def particle_filter(key, model, args, observations, num_particles, *, proposal=N
     args = tuple(args)
     ppl.validation.check_finite_arguments(args)
     return _particle_filter(model, key, args, ppl.choicemap.to_arrays(observations or {}), num_particles,
-                            proposal, resample, float(ess_threshold), rejuvenate)
+                            proposal, resample, float(ess_threshold), rejuvenate, particle_mesh(devices, num_particles))
 
 
 @jit_gfi(constraints_arg=2)  # compiled once per model, shapes and settings
-def _particle_filter(model, key, args, observations, num_particles, proposal, resample, ess_threshold, rejuvenate):
+def _particle_filter(model, key, args, observations, num_particles, proposal, resample, ess_threshold, rejuvenate, mesh):
     init_key, steps_key = jax.random.split(key)
+    devices = None if mesh is None else list(mesh.devices.flat)
     state, first_ess = filter_init(init_key, model, args, observations, num_particles, proposal=proposal,
-                                   resample=resample, ess_threshold=ess_threshold, rejuvenate=rejuvenate)
+                                   resample=resample, ess_threshold=ess_threshold, rejuvenate=rejuvenate, devices=devices)
     path = state.settings.path
     _, inside = split_observations(observations, path)
     steps = state.settings.length
