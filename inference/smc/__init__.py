@@ -3,7 +3,8 @@
 - ``particle_filter`` on a model that makes one ``gf.scan(T)`` over time
   (bootstrap or a custom proposal, adaptive resampling, resample-move), and
   its online form ``filter_init`` / ``filter_step``; ``trajectories`` traces
-  particles back through their ancestors.
+  particles back through their ancestors, ``backward_smoothing`` draws
+  trajectories of the smoothing distribution (FFBSi).
 - Programmable SMC (``particles``): a ``ParticleCollection`` of traces and
   the steps of a user's own SMC loop: ``init``, ``extend``, ``change``,
   ``resample``, ``rejuvenate``; each keeps the estimate of Z unbiased.
@@ -24,6 +25,7 @@ from ppl.inference.smc.particles import ParticleCollection, change, extend, init
 from ppl.inference.smc.particle_gibbs import ParticleGibbsInfo, ParticleGibbsState, particle_gibbs
 from ppl.inference.smc.pmcmc import PMMHInfo, PMMHState, pmmh
 from ppl.inference.smc.resampling import effective_sample_size
+from ppl.inference.smc.smoothing import backward_smoothing
 from ppl.inference.smc.tempered import TemperedResult, next_temperature, tempered
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "ParticleFilterResult",
     "particle_filter",
     "trajectories",
+    "backward_smoothing",
     "ParticleGibbsState",
     "ParticleGibbsInfo",
     "particle_gibbs",

@@ -31,7 +31,10 @@ class ParticleFilterResult(NamedTuple):
     - ``resampled``: (T,) whether each step resampled;
     - ``filtered_choices`` / ``filtered_log_weights``: each step's latent choices and
       weights, (T, N, ...): the filtering distributions p(x_t | y_0..t);
-    - ``acceptance_rate``: (T,) mean acceptance of the rejuvenation moves.
+    - ``acceptance_rate``: (T,) mean acceptance of the rejuvenation moves;
+    - ``initial_choices`` / ``initial_log_weights``: the particles' latent
+      choices before the scan and their weights, (N, ...), as step 0 found
+      them (its ``ancestors`` index them): for backward smoothing.
     """
 
     log_marginal_likelihood: jax.Array
@@ -43,6 +46,8 @@ class ParticleFilterResult(NamedTuple):
     filtered_choices: Any
     filtered_log_weights: jax.Array
     acceptance_rate: jax.Array
+    initial_choices: Any
+    initial_log_weights: jax.Array
 
 
 def trajectories(step_values, ancestors):
@@ -129,12 +134,13 @@ def _particle_filter(model, key, args, observations, num_particles, proposal, re
         return filter_step(k, state, observation, x)
 
     keys = jax.random.split(steps_key, steps)
+    initial = (state.prefix_choices, state.log_weights)
     state, infos = jax.lax.scan(body, state._replace(xs=None), (keys, inside, state.xs))
     outside, _ = split_observations(observations, path)
     particles = _final_traces(model, args, state, infos, outside, inside, num_particles)
     ess = jnp.concatenate([first_ess[None], infos.ess])
     return ParticleFilterResult(state.log_marginal_likelihood, particles, state.log_weights, ess, infos.ancestors,
-                                infos.resampled, infos.choices, infos.log_weights, infos.acceptance_rate)
+                                infos.resampled, infos.choices, infos.log_weights, infos.acceptance_rate, *initial)
 
 
 def _check_step_observations(inside, steps, path):

@@ -23,13 +23,12 @@ import jax.numpy as jnp
 
 import ppl
 from ppl.choicemap import by_path, from_paths
-from ppl.errors import format_address
 from ppl.inference.mcmc.kernel import Kernel
 from ppl.inference.smc.filtering import find_scan
+from ppl.inference.smc.markov import check_markov_carry
 from ppl.inference.smc.particle_filter import trajectories
 from ppl.inference.smc.resampling import gather, multinomial, normalise
 from ppl.sequential import run_prefix, split_observations
-from ppl.transforms.dependence import depends_on_first_input
 
 __all__ = ["ParticleGibbsState", "ParticleGibbsInfo", "particle_gibbs"]
 
@@ -74,7 +73,8 @@ def particle_gibbs(model, args, observations, num_particles, *, ancestor_samplin
     site = find_scan(model, args)
     outside, inside = split_observations(observations, site.path)
     if ancestor_sampling:
-        _check_markov(model, args, outside, inside, site)
+        check_markov_carry(model, args, outside, inside, site, "particle_gibbs(ancestor_sampling=True)",
+                           "Pass ancestor_sampling=False (plain particle Gibbs, exact for any scan)")
 
     def init(start):
         if isinstance(start, ppl.Trace):  # a composition's trace: already the model's, observations included
@@ -178,24 +178,3 @@ def _changed(steps, reference):
     differs = [jnp.any((a != b).reshape(a.shape[0], -1), axis=1) for a, b in
                zip(jax.tree.leaves(steps), jax.tree.leaves(reference))]
     return jnp.mean(jnp.any(jnp.stack(differs), axis=0).astype(jnp.result_type(float)))
-
-
-def _check_markov(model, args, outside, inside, site):
-    """Ancestor sampling weighs each parent by the reference's next step only,
-    which is exact when the carry a step passes on is a function of its own
-    choices (and ``x``), not of the carry it received: checked on the step's
-    program, conservatively."""
-    key = jax.random.key(0)
-    start = jax.eval_shape(lambda k: run_prefix(k, model, args, outside, site.path), key)
-    x = None if start.xs is None else jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), start.xs)
-    first = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), inside) if by_path(inside) else {}
-    made = jax.eval_shape(lambda k, c, x: site.step.generate(k, first, (c, x))[0].choices, key, start.init_carry, x)
-    carry_out = lambda c, choices, x: site.step.generate(key, choices, (c, x))[0].retval[0]
-    flags = jax.tree.leaves(depends_on_first_input(carry_out, start.init_carry, made, x))
-    if any(flags):
-        raise ValueError(
-            f"particle_gibbs(ancestor_sampling=True) needs the carry that each step of the scan at "
-            f"{format_address(site.path)!r} passes on to depend only on that step's choices (and x), as in a "
-            "state-space model whose carry is the state; this step's carry also depends on the carry it "
-            "receives. Pass ancestor_sampling=False (plain particle Gibbs, exact for any scan)"
-        )
