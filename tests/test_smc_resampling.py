@@ -11,10 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppl.inference.smc.resampling import RESAMPLERS, effective_sample_size, normalized_weights, resampler
+from ppl.inference.smc.resampling import (
+    RESAMPLERS, effective_sample_size, normalized_weights, resampler, systematic_counting, systematic_search,
+)
 
-SCHEMES = list(RESAMPLERS)
-LOWER_VARIANCE = ["systematic", "stratified", "residual"]
+# systematic is one of its two forms by size: each is tested on its own
+FORMS = {**RESAMPLERS, "systematic_search": systematic_search, "systematic_counting": systematic_counting}
+SCHEMES = list(FORMS)
+LOWER_VARIANCE = ["systematic_search", "systematic_counting", "stratified", "residual"]
 
 # Asymmetric, with one zero weight and one dominant particle; num_samples * w_i
 # is an integer only at the zero weight for num_samples 7 and 12, so that is
@@ -35,7 +39,7 @@ def log_weights(dtype=jnp.float32):
 def every_scheme(num_samples):
     """All four schemes in one program (one compilation), jitted and vmapped
     over keys, the log weights shared: {name: (keys, num_samples) ancestors}."""
-    schemes = lambda key, lw: {name: fn(key, lw, num_samples) for name, fn in RESAMPLERS.items()}
+    schemes = lambda key, lw: {name: fn(key, lw, num_samples) for name, fn in FORMS.items()}
     return jax.jit(jax.vmap(schemes, in_axes=(0, None)))
 
 
@@ -106,12 +110,15 @@ def test_lower_variance_than_multinomial():
         assert variance.sum() + K * total_se < multinomial_variance.sum(), (name, variance.sum(), total_se)
 
 
-@pytest.mark.parametrize("name", ["systematic", "stratified"])
+SORTED = ["systematic", "systematic_search", "systematic_counting", "stratified"]
+
+
+@pytest.mark.parametrize("name", SORTED)
 def test_equal_weights_give_every_particle_once(name):
     np.testing.assert_array_equal(resampled("equal", N)[name], np.broadcast_to(np.arange(N), (REPEATS, N)))
 
 
-@pytest.mark.parametrize("name", ["residual", "systematic"])
+@pytest.mark.parametrize("name", ["residual", "systematic_search", "systematic_counting"])
 def test_multiples_of_one_over_num_samples_are_deterministic(name):
     ancestors = resampled("multiples", int(COPIES.sum()))[name]
     expected = np.repeat(np.arange(N), COPIES)
@@ -132,7 +139,7 @@ def test_zero_weights_are_never_chosen(name):
 def test_fewer_samples_than_particles_from_half_precision_weights(name):
     ancestors = resampled("asymmetric", 3, jnp.bfloat16)[name]  # computed in float32 inside
     assert ancestors.min() >= 0 and ancestors.max() < N and not (ancestors == 1).any()
-    if name in ("systematic", "stratified"):
+    if name in SORTED:
         assert (np.diff(ancestors) >= 0).all()
 
 
@@ -144,14 +151,14 @@ def test_a_single_particle_of_positive_weight_takes_every_slot(name):
 def test_vmap_over_log_weights_and_keys_matches_one_at_a_time():
     lws = jnp.stack([CASES["asymmetric"][0](jnp.float32), CASES["equal"][0](jnp.float32)])
     first_keys = jnp.stack([jax.random.split(jax.random.key(CASES[case][1]), REPEATS)[0] for case in ("asymmetric", "equal")])
-    schemes = lambda key, lw: {name: fn(key, lw) for name, fn in RESAMPLERS.items()}
+    schemes = lambda key, lw: {name: fn(key, lw) for name, fn in FORMS.items()}
     both = jax.jit(jax.vmap(schemes))(first_keys, lws)
     for name in SCHEMES:
         np.testing.assert_array_equal(both[name], [resampled("asymmetric", N)[name][0], resampled("equal", N)[name][0]])
 
 
 def test_resampler_names_and_errors():
-    assert all(resampler(name) is RESAMPLERS[name] for name in SCHEMES)
+    assert all(resampler(name) is RESAMPLERS[name] for name in RESAMPLERS)
     with pytest.raises(ValueError, match="'foo'.*'multinomial', 'systematic', 'stratified', 'residual'"):
         resampler("foo")
     with pytest.raises(ValueError, match="num_samples must be a positive integer"):
