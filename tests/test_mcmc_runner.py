@@ -154,8 +154,10 @@ def test_to_arviz_and_loo_with_progress_bar(capsys):
     result = mcmc.nuts(jax.random.key(5), regression, (xs,), {"rows": {"y": ys}}, num_warmup=100, num_samples=100,
                        num_chains=2, progress=True)
     assert "sampling" in capsys.readouterr().err  # the bar ran, from inside the compiled loop
-    data = result.to_arviz()
+    data = result.to_arviz(coords={"row": np.arange(20) * 10}, dims={"rows/y": ["row"]})
     assert data.posterior["slope"].shape == (2, 100)
+    assert list(data.log_likelihood["rows/y"].dims) == ["chain", "draw", "row"]
+    np.testing.assert_array_equal(data.observed_data["rows/y"].row, np.arange(20) * 10)
     np.testing.assert_allclose(data.posterior["retval/double"], 2.0 * data.posterior["slope"], rtol=1e-6)
     assert data.log_likelihood["rows/y"].shape == (2, 100, 20)  # pointwise: one observed choice per row
     np.testing.assert_allclose(data.observed_data["rows/y"], ys)

@@ -80,11 +80,13 @@ class MCMCResult:
             raise ValueError("this result has no unconstrained target: log_likelihood needs a gradient-kernel run")
         return jax.jit(jax.vmap(jax.vmap(self.target.log_likelihood)))(self.positions)
 
-    def to_arviz(self):
+    def to_arviz(self, *, coords=None, dims=None):
         """An ``arviz.InferenceData`` with ``posterior`` (latent choices and the
         return value), ``sample_stats``, ``log_likelihood`` (per observed
         address, pointwise where the model vmaps its data, so ``arviz.loo`` works)
-        and ``observed_data``. Needs the optional extra ``ppl[arviz]``."""
+        and ``observed_data``. ``coords`` / ``dims`` go to ``arviz.from_dict``
+        (variables are named by address: ``dims={"theta": ["school"]}``).
+        Needs the optional extra ``ppl[arviz]``."""
         try:
             import arviz
         except ImportError as error:
@@ -96,7 +98,7 @@ class MCMCResult:
         if self.target is not None and self.positions is not None:
             groups["log_likelihood"] = _named(self.log_likelihood())
             groups["observed_data"] = {format_address(p): np.asarray(v) for p, v in self.target.observations.items()}
-        return arviz.from_dict(**groups)
+        return arviz.from_dict(**groups, coords=coords, dims=dims)
 
 
 jax.tree_util.register_pytree_node_class(MCMCResult)
