@@ -198,7 +198,8 @@ def filter_step(key, state, observation, x=None):
     observation = ppl.choicemap.to_arrays(observation or {})
     if x is None and state.xs is not None:
         x = jax.tree.map(lambda v: v[state.time], state.xs)
-    move_key, resample_key, rejuvenate_key = jax.random.split(key, 3)
+    keys = jax.random.split(key, 2 if settings.rejuvenate is None else 3)
+    move_key, resample_key, rejuvenate_key = keys[0], keys[1], keys[-1]
 
     def extend(k, carry):
         if settings.proposal is None:
@@ -212,7 +213,7 @@ def filter_step(key, state, observation, x=None):
     trace, increments = shard_particles(ppl.vmap_particles(extend, n)(move_key, state.carry), settings.mesh)
     log_weights, total = normalise(replicate_weights(state.log_weights + increments, settings.mesh))
     state = state._replace(log_weights=log_weights, log_marginal_likelihood=state.log_marginal_likelihood + total)
-    ess = effective_sample_size(log_weights)
+    ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_weights))  # Kish's ESS of normalised weights: no shift needed
     state, trace, ancestors, resampled = _maybe_resample(resample_key, state, ess, step_trace=trace)
     trace, acceptance = _rejuvenate(rejuvenate_key, settings.rejuvenate, trace, n)
     carry, output = trace.retval

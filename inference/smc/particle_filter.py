@@ -129,18 +129,33 @@ def _particle_filter(model, key, args, observations, num_particles, proposal, re
     steps = state.settings.length
     _check_step_observations(inside, steps, path)
 
+    constant = _constant_infos(state.settings, state.log_weights.dtype)
+
     def body(state, inputs):
         k, observation, x = inputs
-        return filter_step(k, state, observation, x)
+        state, info = filter_step(k, state, observation, x)
+        return state, info._replace(**{name: None for name in constant})  # not stored at every step
 
     keys = jax.random.split(steps_key, steps)
     initial = (state.prefix_choices, state.log_weights)
     state, infos = jax.lax.scan(body, state._replace(xs=None), (keys, inside, state.xs))
+    infos = infos._replace(**{name: jnp.full((steps,), value) for name, value in constant.items()})
     outside, _ = split_observations(observations, path)
     particles = _final_traces(model, args, state, infos, outside, inside, num_particles)
     ess = jnp.concatenate([first_ess[None], infos.ess])
     return ParticleFilterResult(state.log_marginal_likelihood, particles, state.log_weights, ess, infos.ancestors,
                                 infos.resampled, infos.choices, infos.log_weights, infos.acceptance_rate, *initial)
+
+
+def _constant_infos(settings, dtype):
+    """The per-step infos the settings fix: whether a step resampled (always
+    or never) and, without moves, their acceptance rate (1)."""
+    constant = {}
+    if settings.ess_threshold >= 1.0 or settings.ess_threshold <= 0.0:
+        constant["resampled"] = jnp.bool_(settings.ess_threshold >= 1.0)
+    if settings.rejuvenate is None:
+        constant["acceptance_rate"] = jnp.ones((), dtype)
+    return constant
 
 
 def _check_step_observations(inside, steps, path):
