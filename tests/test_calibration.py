@@ -299,7 +299,7 @@ def test_errors_name_the_argument_at_fault():
         run(infer_fn=lambda k, obs: {"mu": jnp.zeros((NUM_DRAWS, 2, 3))})
     with pytest.raises(ValueError, match="infer_fn returned 50 draws .*num_draws=100 needs at least that many"):
         run(infer_fn=lambda k, obs: {"mu": jnp.zeros(50)})
-    with pytest.raises(TypeError, match="infer_fn returned a Array; it must return posterior draws"):
+    with pytest.raises(TypeError, match=r"infer_fn returned an array of shape \(100,\); it must return posterior draws"):
         run(infer_fn=lambda k, obs: jnp.zeros(NUM_DRAWS))
     with pytest.raises(TypeError, match="observed=3"):
         calibration.simulate(key, normal_mean, (), 3, exact_normal_mean, 10, NUM_DRAWS)

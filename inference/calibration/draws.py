@@ -38,7 +38,7 @@ def posterior_matrix(output, layout, num_draws):
     flat = by_path(samples) if isinstance(samples, dict) else None
     if flat is None:
         raise TypeError(
-            f"infer_fn returned a {type(output).__name__}; it must return posterior draws of the latents: a choice "
+            f"infer_fn returned {_describe(output)}; it must return posterior draws of the latents: a choice "
             "map with a leading draws axis (or (chains, draws) axes), a ppl.Trace of draws, or an mcmc result"
         )
     missing = [format_address(p) for p in layout.paths if p not in flat]
@@ -66,6 +66,11 @@ def thinned_indices(total, num_draws):
     [2, 6, 10]
     """
     return ((jnp.arange(num_draws) + 0.5) * (total / num_draws)).astype(jnp.int32)
+
+
+def _describe(output):
+    shape = getattr(output, "shape", None)
+    return f"an array of shape {tuple(shape)}" if shape is not None else f"a {type(output).__name__}"
 
 
 def _samples(output):

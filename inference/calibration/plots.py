@@ -38,7 +38,8 @@ def _band(ax, band, color="0.8", label=None):
 def plot_sbc(result, path=None, axes=None, overlay=None, title=None):
     """Per latent scalar, the ECDF of the ranks minus the uniform CDF, against
     the fractional rank, inside the simultaneous band (grey): a line leaving the
-    band fails. ``axes``: one Axes (every scalar overlaid) or one per scalar;
+    band fails (drawn thick). Above zero: too many small ranks, the posterior
+    sits too high; a hump in the middle: too wide; a dip: too narrow. ``axes``: one Axes (every scalar overlaid) or one per scalar;
     ``overlay`` draws them all in one panel (default when more than
     ``MAX_PANELS``). Saved to ``path`` (PNG) when given; returns the figure."""
     num = len(result.names)
@@ -50,8 +51,9 @@ def plot_sbc(result, path=None, axes=None, overlay=None, title=None):
         ax = panels[0] if overlay else panels[i]
         if i == 0 or not overlay:
             _band(ax, result.band, label=f"{100 * (1 - result.band.alpha):.3g}% band")
-        style = dict(color="C3") if not result.in_band[i] else {}
-        ax.step(result.band.probabilities, difference[:, i], where="mid", linewidth=1.2, label=name, **style)
+        failed = not result.in_band[i]  # drawn thick (colours are the scalars')
+        ax.step(result.band.probabilities, difference[:, i], where="mid", linewidth=2.6 if failed else 1.1,
+                label=f"{name} (FAIL)" if failed else name, zorder=3 if failed else 2)  # fmt: skip
         if not overlay:
             ax.set_title(f"{name}: {'pass' if result.in_band[i] else 'FAIL'}", fontsize=9)
     for ax in panels:
