@@ -156,10 +156,9 @@ def tarp(key, model, args, observed, infer_fn, num_simulations, num_draws, *, al
     >>> @ppl.gen
     ... def model():
     ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0).expand([2]))
-    ...     ppl.sample("y", dist.Normal(mu.sum(), 0.3))  # the posterior of mu is correlated
-    >>> def infer(key, observations):
-    ...     result = ppl.inference.importance(key, model, (), observations, 2000)
-    ...     return result.resample(jax.random.fold_in(key, 1), 100)
+    ...     ppl.sample("y", dist.Normal(mu, 1.0))
+    >>> def infer(key, observations):  # exact: each mu_i | y_i is N(y_i / 2, 1 / 2)
+    ...     return {"mu": observations["y"] / 2 + jax.random.normal(key, (100, 2)) / jnp.sqrt(2.0)}
     >>> result = ppl.inference.calibration.tarp(jax.random.key(0), model, (), ["y"], infer, 100, 100, progress=False)
     >>> result.ecp.shape, result.passed
     ((100,), True)
