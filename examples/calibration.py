@@ -46,7 +46,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import matplotlib
-import numpy as np
 import optax
 
 import ppl
@@ -62,7 +61,7 @@ NUM_SIMULATIONS = 100
 NUM_DRAWS = 100
 NUM_PARTICLES = 2000
 VI_STEPS = 1500
-NUTS_WARMUP, NUTS_SAMPLES, NUTS_CHAINS = 300, 300, 2
+NUTS_WARMUP, NUTS_SAMPLES, NUTS_CHAINS = 300, 250, 4
 SMC_PARTICLES = 500
 METHODS = ("importance", "mean-field VI", "NUTS", "tempered SMC")
 SEED = 0
