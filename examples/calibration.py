@@ -20,23 +20,25 @@ the method allows it:
 - mean-field variational inference, ``vi.fit`` of the ELBO for each data set
   (``vi.fit`` cannot be vmapped: the calibration runs it one data set at a
   time, with a progress bar);
-- NUTS, 2 chains of 300 draws after 300 warmup, thinned to 100 draws;
+- NUTS, 4 chains of 250 draws after 300 warmup, thinned to 100 draws;
 - tempered SMC with 500 particles, 100 draws by resampling.
 
-Run it with ``.venv/bin/python examples/calibration.py`` (about 2 to 3 minutes on
-two CPU cores, most of it fitting VI 100 times; ``--smoke`` runs a small
-version in seconds). It prints each method's SBC table and TARP line and
-saves examples/output/calibration.png: per method (rows), the SBC ECDF
+Run it with ``.venv/bin/python examples/calibration.py`` (about 1.5 minutes
+on two CPU cores; ``--smoke`` runs a small version in about 25 s). It prints
+each method's SBC table and TARP line and saves
+examples/output/calibration.png: per method (rows), the SBC ECDF
 differences of all six latent scalars inside their simultaneous band
 (left) and the TARP expected coverage against credibility (right).
 
-What to expect (measured, seed 0, 100 simulations): NUTS and tempered SMC
-pass both checks; mean-field VI fails: its posterior is too narrow (the
-ECDF of mu's and tau's ranks leaves the band, the coverage curve lies under
-the diagonal), the known underdispersion of KL(q || p) with a factorised q
-on a posterior whose mu, tau and z are dependent; importance sampling with
-2000 prior particles passes at this size, its few effective particles
-showing only as a flatter coverage curve at more simulations.
+Measured (seed 0, 100 simulations x 100 draws; 91 s): importance sampling,
+NUTS and tempered SMC pass both checks (smallest SBC p-values 0.022, 0.11
+and 0.15 over the six scalars; TARP p-values 0.11, 0.64 and 0.24; NUTS's
+ESS fell below 100 in 2 of the 100 simulations, which the result warns
+about). Mean-field VI fails both: tau's ranks pile up at the top (ECDF
+p-value 2.5e-4, chi-square 4e-7), its fitted tau too small, and the
+coverage curve lies under the diagonal (max deviation 0.26, p 2.5e-4): a
+factorised q fitted by KL(q || p) is too narrow on a posterior whose mu,
+tau and z depend on each other, and TARP, testing them jointly, sees it too.
 """
 
 import argparse

@@ -52,7 +52,9 @@ def importance_with(num_particles):
     return infer
 
 
-few_particles, many_particles = importance_with(5), importance_with(1000)
+# With 1000 particles the same check (``sbc_check(seed, importance_with(1000))``, measured
+# outside the suite to save its compilation here) fails 3.0% of 200 seeds: a right algorithm.
+few_particles = importance_with(5)
 
 
 def sbc_check(seed, infer_fn):
@@ -73,12 +75,6 @@ def test_sbc_fails_importance_sampling_with_too_few_particles():
     prior points, too narrow. Power: 100% of 200 seeds (the chi-square test: 100% too)."""
     result = sbc_check(0, few_particles)
     assert not result.passed and result.ecdf_p_values[0] < 1e-3, result.summary()
-
-
-def test_sbc_passes_importance_sampling_with_enough_particles():
-    """1000 particles: false alarms 3.0% of 200 seeds (the chi-square test: 7.5%)."""
-    result = sbc_check(0, many_particles)
-    assert result.passed, result.summary()
 
 
 # ----- a sum: theta ~ N(0, I_2), y ~ N(theta_1 + theta_2, 0.3); posterior correlation -0.92 ---------
@@ -251,8 +247,6 @@ def test_an_untraceable_infer_fn_runs_one_simulation_at_a_time_with_the_same_dra
     np.testing.assert_array_equal(one_by_one.truths, vmapped.truths)
     with pytest.raises(jax.errors.TracerArrayConversionError):
         calibration.simulate(*args, not_traceable, 6, NUM_DRAWS, vectorize=True, progress=False)
-    batched = calibration.simulate(*args, exact_normal_mean, 6, NUM_DRAWS, batch_size=4, progress=False)
-    np.testing.assert_allclose(batched.draws, vmapped.draws, rtol=1e-5, atol=1e-6)
 
 
 def test_a_low_ess_is_a_warning():
@@ -343,7 +337,9 @@ SHARDED = textwrap.dedent(
 
     sharded = calibration.simulate(jax.random.key(0), model, (), ["y"], exact, 10, 50, progress=False)
     one_by_one = calibration.simulate(jax.random.key(0), model, (), ["y"], exact, 10, 50, vectorize=False, progress=False)
+    batched = calibration.simulate(jax.random.key(0), model, (), ["y"], exact, 10, 50, batch_size=3, progress=False)
     np.testing.assert_allclose(sharded.draws, one_by_one.draws, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batched.draws, one_by_one.draws, rtol=1e-5, atol=1e-6)
     print("ok")
     """
 )
@@ -351,7 +347,8 @@ SHARDED = textwrap.dedent(
 
 def test_simulations_split_across_devices():
     """10 simulations on 4 (forced host) devices: a batch of 12, 3 per device,
-    the last rows repeats cut; the same draws as one simulation at a time."""
+    the last rows repeats cut; in batches of 3 (rounded up to 4, one per
+    device: three batches); each the same draws as one simulation at a time."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
