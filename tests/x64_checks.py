@@ -154,3 +154,22 @@ def test_the_unconstraining_transform_is_float64_and_matches_numpyro_to_1e12():
     choices, _ = target.constrain(positions[0])
     assert_float64(choices)
     np.testing.assert_allclose(target.unconstrain(choices), positions[0], rtol=1e-10, atol=1e-12)
+
+
+@ppl.gen
+def normal_mean():
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ppl.sample("y", dist.Normal(mu, 1.0).expand([4]))
+
+
+def test_calibration_simulations_are_float64():
+    """SBC under float64: the simulated parameters and the draws stay float64,
+    and the exact posterior's ranks lie in 0..num_draws."""
+    from ppl.inference import calibration
+
+    def exact(key, observations):
+        return {"mu": observations["y"].sum() / 5 + jax.random.normal(key, (50,)) / jnp.sqrt(5.0)}
+
+    result = calibration.sbc(jax.random.key(0), normal_mean, (), ["y"], exact, 20, 50, progress=False)
+    assert result.simulations.truths.dtype == np.float64 and result.simulations.draws.dtype == np.float64
+    assert result.ranks.min() >= 0 and result.ranks.max() <= 50
