@@ -17,6 +17,7 @@ from ppl.transforms.interpret import Recorder, StagedRun, interpret, run_staged
 from ppl.transforms.adev import Expectation, expectation
 from ppl.transforms.dependence import depends_on_first_input
 from ppl.transforms.strategies import Enumerate, MeasureValued, Reinforce, Reparam
+from ppl.transforms.rejection_reparam import RejectionReparam
 from ppl.transforms.stage import StagedProgram, choice_sites, sample_sites, stage
 from ppl.transforms.unconstrain import Latent, Unconstrained, unconstrain
 
@@ -40,6 +41,7 @@ __all__ = [
     "Reinforce",
     "Enumerate",
     "MeasureValued",
+    "RejectionReparam",
     "unconstrain",
     "Unconstrained",
     "Latent",
