@@ -18,6 +18,7 @@ from ppl.transforms.adev import Expectation, expectation
 from ppl.transforms.dependence import depends_on_first_input
 from ppl.transforms.strategies import Enumerate, MeasureValued, Reinforce, Reparam
 from ppl.transforms.rejection_reparam import RejectionReparam
+from ppl.transforms.auto_strategies import StrategyChoice, candidate_strategies, choose_strategies
 from ppl.transforms.stage import StagedProgram, choice_sites, sample_sites, stage
 from ppl.transforms.unconstrain import Latent, Unconstrained, unconstrain
 
@@ -42,6 +43,9 @@ __all__ = [
     "Enumerate",
     "MeasureValued",
     "RejectionReparam",
+    "choose_strategies",
+    "candidate_strategies",
+    "StrategyChoice",
     "unconstrain",
     "Unconstrained",
     "Latent",

@@ -55,11 +55,21 @@ class Expectation:
 
     def __init__(self, fn, strategies=None):
         self.fn = fn
-        self.strategies = dict(strategies or {})
+        self.strategies = "auto" if _is_auto(strategies) else dict(strategies or {})
+
+    def with_strategies(self, strategies):
+        """The same expectation with other strategies (a dict, or ``"auto"``)."""
+        return Expectation(self.fn, strategies)
 
     def estimate(self, key, *args):
         """The surrogate: its value is an unbiased estimate of E[fn], and so
         is its gradient of grad E[fn]."""
+        if _is_auto(self.strategies):
+            raise ValueError(
+                "strategies='auto' are chosen by a pilot run on concrete arguments: call "
+                "ppl.transforms.choose_strategies(objective, key, params, *args) and use "
+                "objective.with_strategies(choice.strategies) (vi.fit does both itself)"
+            )
         leaves, description = split_static((key, *args))  # Python scalars stay static, as in the GFI
         closed = _stage(lambda *dynamic: self.fn(*join_static(dynamic, description)), leaves)
         return _Surrogate(self.strategies).run(closed.jaxpr, closed.consts, leaves)
@@ -74,6 +84,10 @@ class Expectation:
         return jax.value_and_grad(lambda p: self.estimate(key, p, *args))(params)
 
 
+def _is_auto(strategies):
+    return isinstance(strategies, str) and strategies == "auto"
+
+
 def expectation(fn=None, *, strategies=None):
     """Decorate a program ``fn(key, *args) -> scalar`` as an expected value.
 
@@ -85,6 +99,8 @@ def expectation(fn=None, *, strategies=None):
     ``gf.scan`` bodies, where there is no continuation to enumerate or to
     perturb, the default is reparameterisation, else REINFORCE, and
     ``Enumerate``/``MeasureValued`` raise an error naming the address.
+    ``strategies="auto"``: chosen per address by measured variance per unit
+    time (``choose_strategies``, which ``vi.fit`` runs first).
     """
     if fn is None:
         return lambda f: Expectation(f, strategies)

@@ -9,6 +9,8 @@ Strategies that need no continuation (``Reparam``, ``Reinforce``) also have
 A choice comes to a strategy as a ``Site`` (``ppl/sample_primitive.py``).
 """
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -25,7 +27,7 @@ from numpyro.distributions import (
 
 from ppl.errors import ControlFlowError, format_address
 
-__all__ = ["Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy", "fold_key"]
+__all__ = ["Reparam", "Reinforce", "Enumerate", "MeasureValued", "choose_strategy", "fold_key", "observing_choices"]
 
 sg = lax.stop_gradient
 
@@ -271,11 +273,28 @@ _MEASURE_VALUED_RULES = (
 )
 
 
+_OBSERVERS = []  # callbacks (site, in_scan): who asks for a strategy, for what choice
+
+
+@contextlib.contextmanager
+def observing_choices(callback):
+    """Call ``callback(site, in_scan)`` for every choice ADEV picks a strategy
+    for while the block runs (at trace time): how ``choose_strategies`` finds
+    a program's choices."""
+    _OBSERVERS.append(callback)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(callback)
+
+
 def choose_strategy(strategies, site, in_scan=False, enumeration_budget=None):
     """By address, then by distribution type, then the default: inside a
     scan body (no continuation there) Reparam or Reinforce.
     ``enumeration_budget``: how many more exact branches the default may
     multiply the program's runs by (scalar enumerations nest: K^n)."""
+    for observe in _OBSERVERS:
+        observe(site, in_scan)
     for key in (site.address, format_address(site.address)):
         if key in strategies:
             return strategies[key]

@@ -19,6 +19,7 @@ from jax import lax
 from tqdm.auto import tqdm
 
 from ppl.trace import join_static, split_static
+from ppl.transforms.auto_strategies import choose_strategies
 
 __all__ = ["fit", "FitState", "FitResult", "FitDivergedError"]
 
@@ -36,6 +37,7 @@ class FitResult(NamedTuple):
     params: Any
     state: FitState
     history: np.ndarray  # the objective estimate at each step of this call
+    strategies: Any = None  # with strategies="auto": the pilot run's StrategyChoice (a dict and the figures)
 
 
 def fit(
@@ -61,7 +63,11 @@ def fit(
     step count and optimiser state; ``params`` is then ignored; pass the same
     ``optimizer`` object to reuse the compiled steps). ``steps_per_call``:
     steps per compiled chunk (default 100); the progress bar moves per chunk,
-    so lower it when one step takes long.
+    so lower it when one step takes long. An objective with
+    ``strategies="auto"`` first chooses its strategies by a pilot run at the
+    initial parameters (``ppl.transforms.choose_strategies``, reported in
+    ``result.strategies`` and printed with the progress bar); a resumed run
+    passing ``objective.with_strategies(result.strategies.strategies)`` reuses them.
 
     >>> @ppl.gen
     ... def model(params):
@@ -78,6 +84,12 @@ def fit(
             raise TypeError("fit needs key= (or state= from a previous run)")
         state = FitState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
     args = tuple(args)
+    choice = None
+    if isinstance(getattr(objective, "strategies", None), str):  # "auto": a pilot run first
+        choice = choose_strategies(objective, jax.random.fold_in(state.key, 7), state.params, *args)
+        objective = objective.with_strategies(choice.strategies)
+        if progress:
+            print(choice)
     size = _data_size(args, in_axes) if batch_size is not None else None
     if size is not None:
         if not 0 < batch_size <= size:
@@ -102,7 +114,7 @@ def fit(
             done += todo
             bar.update(todo)
             bar.set_postfix(objective=f"{values.mean():.4g}")
-    return FitResult(state.params, state, np.concatenate(history) if history else np.zeros(0))
+    return FitResult(state.params, state, np.concatenate(history) if history else np.zeros(0), choice)
 
 
 class FitDivergedError(FloatingPointError):

@@ -66,8 +66,13 @@ class Objective(Expectation):
         """The same objective, its data term counted ``data_scale`` times."""
         return Objective(self.program, self.strategies, self.local, data_scale, self.name)
 
+    def with_strategies(self, strategies):
+        """The same objective with other gradient strategies."""
+        return Objective(self.program, strategies, self.local, self.data_scale, self.name)
+
     def _identity(self):
-        return (self.program, self.local, self.data_scale, tuple(map(id, self.strategies.values())))
+        strategies = self.strategies if isinstance(self.strategies, str) else tuple(map(id, self.strategies.values()))
+        return (self.program, self.local, self.data_scale, strategies)
 
     def __eq__(self, other):  # equal objectives share compiled steps (``fit`` jits on them)
         return type(other) is Objective and self._identity() == other._identity() and self.strategies == other.strategies
