@@ -1,13 +1,15 @@
-"""examples/smc_inference_scaling.py at smoke size: a briefly trained tiny
-LM, budgets N = 1 and 4, eight small targets, two runs each. The example's
-``main`` runs once, printing and plotting included.
+"""examples/smc_inference_scaling.py at smoke size: a tiny LM trained for
+100 steps, budgets N = 1 and 4, sixteen small targets, eight runs each
+(runs cost little: the time goes to compiling one program per budget). The
+example's ``main`` runs once, printing and plotting included.
 
 Besides shapes and ranges, two checks that can fail: the properly weighted
 filter's final weights include the exact check of the answer, so a run is
 right exactly when its estimate of Z (the probability that the model
 answers correctly) is positive; and at N = 4 the properly weighted filter
-solves more runs than best-of-4 on the same prompts. Measured at this size
-over seeds 0, 1 and 2: SMC 14 to 15 of 16 runs ..., best-of-4 ....
+solves more of the 128 runs than best-of-4 does. Measured at this size over
+example seeds 0 to 3: 15, 19, 17 and 21 runs against 8, 7, 8 and 6 (at N =
+1 both solve 0 to 4).
 """
 
 import contextlib
@@ -24,8 +26,8 @@ sys.path.insert(0, str(EXAMPLES))  # the example imports its helper module, exam
 import smc_inference_scaling  # noqa: E402
 
 BUDGETS = (1, 4)
-TARGETS = (1, 2, 3, 5, 8, 10, 13, 20)  # small targets: a model trained for 100 steps hits them sometimes
-SEEDS = 2
+TARGETS = tuple(range(1, 33, 2))  # small targets: a model trained for 100 steps hits them now and then
+SEEDS = 8
 METHODS = smc_inference_scaling.METHODS
 
 
@@ -64,8 +66,8 @@ def test_properly_weighted_smc_is_right_exactly_when_its_z_is_positive(study):
 def test_smc_beats_best_of_n_at_the_same_budget(study):
     out, _, _ = study
     smc_right = int(out["correct"]["properly weighted SMC"][1].sum())
-    best_of_n_right = float(out["correct"]["best-of-N"][1].sum())
-    assert smc_right > best_of_n_right + 2, (smc_right, best_of_n_right)
+    best_of_n_right = int(out["correct"]["best-of-N"][1].sum())
+    assert smc_right > best_of_n_right, (smc_right, best_of_n_right)
 
 
 def test_prints_the_table_and_saves_the_plot(study):
