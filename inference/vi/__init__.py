@@ -28,9 +28,22 @@ E_q[log p(x | z)] - beta KL(q || p(z)), which is not in the library:
 True
 """
 
+from ppl.inference.vi.coin import CoinSVGDState, coin_svgd_kernel
 from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanexp, marginal, normalize, sim
 from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
 from ppl.inference.vi.fit import FitDivergedError, FitResult, FitState, fit
+from ppl.inference.vi.particles_vi import ParticleResult, coin_svgd, svgd
+from ppl.inference.vi.svgd import (
+    KernelTerms,
+    ParticleKernel,
+    SVGDInfo,
+    SVGDState,
+    kernel_stein_discrepancy,
+    pairwise_kernel,
+    rbf_kernel,
+    stein_force,
+    svgd_kernel,
+)
 from ppl.inference.vi.objectives import (
     Objective,
     averaged,
@@ -80,4 +93,18 @@ __all__ = [
     "FitState",
     "FitResult",
     "FitDivergedError",
+    "svgd",
+    "coin_svgd",
+    "ParticleResult",
+    "svgd_kernel",
+    "coin_svgd_kernel",
+    "ParticleKernel",
+    "SVGDState",
+    "CoinSVGDState",
+    "SVGDInfo",
+    "rbf_kernel",
+    "pairwise_kernel",
+    "KernelTerms",
+    "stein_force",
+    "kernel_stein_discrepancy",
 ]
