@@ -33,7 +33,7 @@ from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanex
 from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
 from ppl.inference.vi.fit import FitDivergedError, FitResult, FitState, fit
 from ppl.inference.vi.particles_vi import ParticleResult, coin_svgd, svgd
-from ppl.inference.vi.svgd import (
+from ppl.inference.vi.stein import (
     KernelTerms,
     ParticleKernel,
     SVGDInfo,

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.inference.vi.svgd import ParticleKernel, SVGDInfo, check_particles, evaluate, mean_norm, rbf_kernel, stein_force
+from ppl.inference.vi.stein import ParticleKernel, SVGDInfo, check_particles, evaluate, mean_norm, rbf_kernel, stein_force
 
 __all__ = ["CoinSVGDState", "coin_svgd_kernel"]
 

@@ -29,7 +29,7 @@ from ppl.inference.mcmc.progress import ProgressBar, tick
 from ppl.inference.summary_table import Summary, _columns, _flagged, _named_leaves
 from ppl.inference.vi.coin import coin_svgd_kernel
 from ppl.inference.vi.fit import FitDivergedError
-from ppl.inference.vi.svgd import as_optimizer, svgd_kernel
+from ppl.inference.vi.stein import as_optimizer, svgd_kernel
 from ppl.inference.weighted_summary import _weighted_statistics
 from ppl.transforms.unconstrain import unconstrain
 

@@ -15,6 +15,7 @@ Gram matrix and the summed gradients of the second term, both N x N work.
 holds the coin-betting variant, which needs no learning rate.
 """
 
+import dataclasses
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -28,6 +29,7 @@ __all__ = [
     "RBFKernel",
     "rbf_kernel",
     "pairwise_kernel",
+    "median_bandwidth",
     "stein_force",
     "kernel_stein_discrepancy",
     "ParticleKernel",
@@ -58,18 +60,45 @@ def _centred_squared_distances(positions):
     return centred, jnp.maximum(squared, 0.0)
 
 
+def _order_statistic(values, k):
+    """The k-th smallest (from 0) of non-negative floats, exactly: bisection on
+    their bit patterns, which non-negative floats order as integers do. One
+    count per bit instead of a sort (XLA's CPU sort of the 2e4 pairs of 200
+    particles takes ~5 ms, the step's largest cost; this, ~0.2 ms)."""
+    width = 8 * values.dtype.itemsize
+    bits = jax.lax.bitcast_convert_type(values, jnp.dtype(f"int{width}"))
+
+    def halve(_, bracket):  # invariant: count(bits <= low) <= k < count(bits <= high)
+        low, high = bracket
+        middle = low + (high - low) // 2
+        enough = jnp.sum(bits <= middle) > k
+        return jnp.where(enough, low, middle), jnp.where(enough, middle, high)
+
+    start = (jnp.full((), -1, bits.dtype), jnp.max(bits))
+    _, high = jax.lax.fori_loop(0, width, halve, start)
+    return jax.lax.bitcast_convert_type(high, values.dtype)
+
+
 def median_bandwidth(squared_distances):
     """Liu and Wang's heuristic h = med^2 / log N (med: the median distance
     between distinct particles), so that each particle's kernel weights sum to
     about 1 + N exp(-med^2 / h) = 2: its own gradient and the rest weigh alike.
-    Where all particles coincide (med = 0), h = 1."""
+    Where all particles coincide (med = 0), h = 1.
+
+    >>> x = jnp.array([[0.0], [1.0], [3.0]])  # squared distances 1, 9, 4: median 4
+    >>> round(float(median_bandwidth(_centred_squared_distances(x)[1])), 4)  # 4 / log 3
+    3.6410
+    """
     num_particles = squared_distances.shape[0]
     rows, columns = np.triu_indices(num_particles, k=1)
-    bandwidth = jnp.median(squared_distances[rows, columns]) / math.log(num_particles)
+    pairs = squared_distances[rows, columns]
+    middle = (_order_statistic(pairs, (pairs.shape[0] - 1) // 2) + _order_statistic(pairs, pairs.shape[0] // 2)) / 2
+    bandwidth = middle / math.log(num_particles)
     return jnp.where(bandwidth > 0, bandwidth, jnp.ones_like(bandwidth))
 
 
-class RBFKernel(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class RBFKernel:
     """k(x, y) = exp(-|x - y|^2 / h): ``bandwidth`` h, or None for the median
     heuristic at every step (``median_bandwidth``). Hashable by value, so a
     new ``rbf_kernel()`` does not recompile a run.
@@ -79,7 +108,7 @@ class RBFKernel(NamedTuple):
     (0.6065, [[-0.6065...], [0.6065...]])
     """
 
-    bandwidth: Optional[float] = None
+    bandwidth: Optional[float] = None  # a frozen dataclass: hashable by value, and jax.jit(kernel) works
 
     def __call__(self, positions):
         centred, squared = _centred_squared_distances(positions)
@@ -105,7 +134,8 @@ def rbf_kernel(bandwidth=None):
     return RBFKernel(None if bandwidth is None else float(bandwidth))
 
 
-class PairwiseKernel(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class PairwiseKernel:
     """See ``pairwise_kernel``."""
 
     kernel_fn: Callable
