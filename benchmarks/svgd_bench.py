@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.inference import vi
-from ppl.inference.vi.stein import _centred_squared_distances, median_bandwidth
 
 __all__ = ["run"]
 
@@ -93,7 +92,7 @@ def run(log=print):
     mean, covariance, log_density = target()
     gradient_fn = jax.jit(jax.vmap(jax.grad(log_density)))
     exact = np.random.default_rng(2).multivariate_normal(mean, covariance, NUM_PARTICLES).astype(np.float32)
-    bandwidth = float(jax.jit(lambda x: median_bandwidth(_centred_squared_distances(x)[1]))(exact))
+    bandwidth = float(jax.jit(vi.median_bandwidth)(exact))
     x0 = jax.random.uniform(jax.random.key(0), (NUM_PARTICLES, DIMENSION), minval=-2.0, maxval=2.0)
     runs = _runs(log_density)
 

@@ -176,12 +176,14 @@ def test_coin_svgd_matches_the_gaussian_posterior():
 
 
 def test_a_new_key_or_learning_rate_reuses_the_compiled_run():
-    run = lambda key, rate: vi.svgd(jax.random.key(key), correlated, (), {"ys": YS}, 20, 30, learning_rate=rate, progress=False)
-    run(1, 0.05)
+    run = lambda key, rate: vi.svgd(key, correlated, (), {"ys": YS}, 20, 30, learning_rate=rate, progress=False)
+    run(jax.random.key(1), 0.05)
     compiled = _compiled._cache_size()
-    other = run(2, 0.01)
+    other = run(jax.random.key(2), 0.01)
     assert _compiled._cache_size() == compiled
     assert other.history["bandwidth"].shape == (30,)
+    inside = jax.jit(lambda key: run(key, 0.01).positions)  # inside a user's jit: the same particles
+    np.testing.assert_allclose(inside(jax.random.key(2)), other.positions, rtol=1e-5, atol=1e-6)
 
 
 def test_a_too_large_learning_rate_stops_with_the_last_finite_state():

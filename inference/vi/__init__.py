@@ -3,7 +3,9 @@
 Objectives are programs written with ``sim``, ``density``, ``marginal`` and
 ``normalize``; ADEV turns them into unbiased gradient estimators. Families
 (``mean_field``, ``full_rank``, ``amortized``) are generative functions with
-parameters; ``fit`` runs an optax optimiser on any objective.
+parameters; ``fit`` runs an optax optimiser on any objective. Particle
+methods (``svgd``, ``coin_svgd``; their kernels ``svgd_kernel``,
+``coin_svgd_kernel`` on any log density) move a set of particles instead.
 
 A new objective is a program ``(key, params, *args) -> real`` decorated with
 ``ppl.transforms.expectation``. For example the beta-VAE objective
@@ -32,18 +34,6 @@ from ppl.inference.vi.coin import CoinSVGDState, coin_svgd_kernel
 from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanexp, marginal, normalize, sim
 from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
 from ppl.inference.vi.fit import FitDivergedError, FitResult, FitState, fit
-from ppl.inference.vi.particles_vi import ParticleResult, coin_svgd, svgd
-from ppl.inference.vi.stein import (
-    KernelTerms,
-    ParticleKernel,
-    SVGDInfo,
-    SVGDState,
-    kernel_stein_discrepancy,
-    pairwise_kernel,
-    rbf_kernel,
-    stein_force,
-    svgd_kernel,
-)
 from ppl.inference.vi.objectives import (
     Objective,
     averaged,
@@ -59,6 +49,19 @@ from ppl.inference.vi.objectives import (
     rws_model,
     stl_elbo,
     vimco,
+)
+from ppl.inference.vi.particles_vi import ParticleResult, coin_svgd, svgd
+from ppl.inference.vi.stein import (
+    KernelTerms,
+    ParticleKernel,
+    SVGDInfo,
+    SVGDState,
+    kernel_stein_discrepancy,
+    median_bandwidth,
+    pairwise_kernel,
+    rbf_kernel,
+    stein_force,
+    svgd_kernel,
 )
 
 __all__ = [
@@ -107,4 +110,5 @@ __all__ = [
     "KernelTerms",
     "stein_force",
     "kernel_stein_discrepancy",
+    "median_bandwidth",
 ]

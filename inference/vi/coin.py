@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.inference.vi.stein import ParticleKernel, SVGDInfo, check_particles, evaluate, mean_norm, rbf_kernel, stein_force
+from ppl.inference.vi.stein import ParticleKernel, SVGDInfo, _check_particles, _evaluate, _mean_norm, rbf_kernel, stein_force
 
 __all__ = ["CoinSVGDState", "coin_svgd_kernel"]
 
@@ -43,7 +43,7 @@ class CoinSVGDState(NamedTuple):
     reward: jax.Array  # (N, n): R, the clipped reward
 
 
-def coin_step(state, force):
+def _coin_step(state, force):
     """The coin-betting recursion: the next positions and betting sums, given
     the Stein force at ``state.positions``."""
     absolute = jnp.abs(force)
@@ -83,16 +83,16 @@ def coin_svgd_kernel(log_density_fn, kernel=None):
 
     def init(positions):
         positions = jnp.asarray(positions, jnp.result_type(positions, float))
-        check_particles(positions, "coin_svgd_kernel")
-        log_densities, gradients = evaluate(log_density_fn, positions)
+        _check_particles(positions, "coin_svgd_kernel")
+        log_densities, gradients = _evaluate(log_density_fn, positions)
         zeros = jnp.zeros_like(positions)
         return CoinSVGDState(positions, log_densities, gradients, positions, zeros, zeros, zeros, zeros)
 
     def step(state):
         force, bandwidth = stein_force(kernel, state.positions, state.gradients)
-        positions, state = coin_step(state, force)
-        log_densities, gradients = evaluate(log_density_fn, positions)
-        info = SVGDInfo(mean_norm(force), mean_norm(positions - state.positions), bandwidth)
+        positions, state = _coin_step(state, force)
+        log_densities, gradients = _evaluate(log_density_fn, positions)
+        info = SVGDInfo(_mean_norm(force), _mean_norm(positions - state.positions), bandwidth)
         return state._replace(positions=positions, log_densities=log_densities, gradients=gradients), info
 
     return ParticleKernel(init, step)

@@ -29,7 +29,7 @@ from ppl.inference.mcmc.progress import ProgressBar, tick
 from ppl.inference.summary_table import Summary, _columns, _flagged, _named_leaves
 from ppl.inference.vi.coin import coin_svgd_kernel
 from ppl.inference.vi.fit import FitDivergedError
-from ppl.inference.vi.stein import as_optimizer, svgd_kernel
+from ppl.inference.vi.stein import _as_optimizer, svgd_kernel
 from ppl.inference.weighted_summary import _weighted_statistics
 from ppl.transforms.unconstrain import unconstrain
 
@@ -125,10 +125,10 @@ def svgd(
             "transformation); vi.coin_svgd needs neither"
         )
     if optimizer is not None:
-        as_optimizer(optimizer, "svgd")  # its type checked now, not inside the compiled run
+        _as_optimizer(optimizer, "svgd")  # its type checked now, not inside the compiled run
         rate, settings = jnp.zeros(()), ("svgd", optimizer, kernel)
     else:
-        as_optimizer(learning_rate, "svgd")
+        _as_optimizer(learning_rate, "svgd")
         rate, settings = jnp.asarray(learning_rate, jnp.result_type(float)), ("svgd", None, kernel)
     return _run("svgd", key, model, args, observations, num_particles, num_steps, init_radius, progress, rate, settings)
 
@@ -212,7 +212,7 @@ def _kernel(target, rate, settings):
     algorithm, optimizer, kernel = settings
     if algorithm == "coin":
         return coin_svgd_kernel(target.log_density, kernel)
-    return svgd_kernel(target.log_density, optimizer if optimizer is not None else as_optimizer(rate), kernel)
+    return svgd_kernel(target.log_density, optimizer if optimizer is not None else _as_optimizer(rate), kernel)
 
 
 def _finite(state):

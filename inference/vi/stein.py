@@ -79,16 +79,20 @@ def _order_statistic(values, k):
     return jax.lax.bitcast_convert_type(high, values.dtype)
 
 
-def median_bandwidth(squared_distances):
+def median_bandwidth(positions):
     """Liu and Wang's heuristic h = med^2 / log N (med: the median distance
     between distinct particles), so that each particle's kernel weights sum to
     about 1 + N exp(-med^2 / h) = 2: its own gradient and the rest weigh alike.
     Where all particles coincide (med = 0), h = 1.
 
     >>> x = jnp.array([[0.0], [1.0], [3.0]])  # squared distances 1, 9, 4: median 4
-    >>> round(float(median_bandwidth(_centred_squared_distances(x)[1])), 4)  # 4 / log 3
-    3.6410
+    >>> round(float(vi.median_bandwidth(x)), 4)  # 4 / log 3
+    3.641
     """
+    return _median_bandwidth(_centred_squared_distances(positions)[1])
+
+
+def _median_bandwidth(squared_distances):
     num_particles = squared_distances.shape[0]
     rows, columns = np.triu_indices(num_particles, k=1)
     pairs = squared_distances[rows, columns]
@@ -113,7 +117,7 @@ class RBFKernel:
     def __call__(self, positions):
         centred, squared = _centred_squared_distances(positions)
         if self.bandwidth is None:
-            bandwidth = jax.lax.stop_gradient(median_bandwidth(squared))
+            bandwidth = jax.lax.stop_gradient(_median_bandwidth(squared))
         else:
             bandwidth = jnp.asarray(self.bandwidth, positions.dtype)
         gram = jnp.exp(-squared / bandwidth)
@@ -218,12 +222,12 @@ class SVGDInfo(NamedTuple):
     bandwidth: jax.Array
 
 
-def evaluate(log_density_fn, positions):
+def _evaluate(log_density_fn, positions):
     """``(log densities (N,), gradients (N, n))`` of every particle."""
     return jax.vmap(jax.value_and_grad(log_density_fn))(positions)
 
 
-def check_particles(positions, who):
+def _check_particles(positions, who):
     if jnp.ndim(positions) != 2 or jnp.shape(positions)[0] < 2:
         raise ValueError(
             f"{who}: positions must have shape (num_particles, dimension) with num_particles >= 2 "
@@ -231,11 +235,11 @@ def check_particles(positions, who):
         )
 
 
-def mean_norm(vectors):
+def _mean_norm(vectors):
     return jnp.mean(jnp.sqrt(jnp.sum(vectors**2, axis=1)))
 
 
-def as_optimizer(optimizer, who="svgd_kernel"):
+def _as_optimizer(optimizer, who="svgd_kernel"):
     """An optax transformation, or a learning rate for ``optax.sgd``."""
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer
@@ -262,13 +266,13 @@ def svgd_kernel(log_density_fn, optimizer, kernel=None):
     >>> bool(abs(state.positions.mean() - 3.0) < 0.1 and abs(state.positions.std() - 1.0) < 0.2)
     True
     """
-    optimizer = as_optimizer(optimizer)
+    optimizer = _as_optimizer(optimizer)
     kernel = rbf_kernel() if kernel is None else kernel
 
     def init(positions):
         positions = jnp.asarray(positions, jnp.result_type(positions, float))
-        check_particles(positions, "svgd_kernel")
-        log_densities, gradients = evaluate(log_density_fn, positions)
+        _check_particles(positions, "svgd_kernel")
+        log_densities, gradients = _evaluate(log_density_fn, positions)
         return SVGDState(positions, log_densities, gradients, optimizer.init(positions))
 
     def step(state):
@@ -276,8 +280,8 @@ def svgd_kernel(log_density_fn, optimizer, kernel=None):
         # optax minimises: the descent direction of -KL is -phi.
         updates, optimizer_state = optimizer.update(-force, state.optimizer_state, state.positions)
         positions = optax.apply_updates(state.positions, updates)
-        log_densities, gradients = evaluate(log_density_fn, positions)
-        info = SVGDInfo(mean_norm(force), mean_norm(positions - state.positions), bandwidth)
+        log_densities, gradients = _evaluate(log_density_fn, positions)
+        info = SVGDInfo(_mean_norm(force), _mean_norm(positions - state.positions), bandwidth)
         return SVGDState(positions, log_densities, gradients, optimizer_state), info
 
     return ParticleKernel(init, step)
