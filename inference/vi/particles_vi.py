@@ -27,7 +27,7 @@ from ppl.errors import DiscreteLatentError
 from ppl.inference.mcmc.initialise import check_initial_positions, initial_positions
 from ppl.inference.mcmc.progress import ProgressBar, tick
 from ppl.inference.summary_table import Summary, _columns, _flagged, _named_leaves
-from ppl.inference.vi.coin import coin_svgd_kernel
+from ppl.inference.vi.coin import CoinSVGDState, coin_svgd_kernel
 from ppl.inference.vi.fit import FitDivergedError
 from ppl.inference.vi.stein import _as_optimizer, svgd_kernel
 from ppl.inference.weighted_summary import _weighted_statistics
@@ -78,7 +78,7 @@ class ParticleResult(NamedTuple):
         columns, finite, _ = _weighted_statistics(joined, jnp.zeros(num_particles, joined.dtype))
         table = {column: np.asarray(columns[column]) for column in _KEPT_COLUMNS}
         warnings = _flagged(names, ~np.asarray(finite), "particles that are NaN or infinite")
-        algorithm = "coin SVGD" if hasattr(self.state, "reward") else "SVGD"
+        algorithm = "coin SVGD" if isinstance(self.state, CoinSVGDState) else "SVGD"
         return Summary(names, table, warnings, None, f"{num_particles} particles ({algorithm}, equally weighted, not independent draws)")
 
 
