@@ -1,4 +1,4 @@
-"""(I) ELBO gradients through Gamma and Dirichlet choices: rejection
+"""(J) ELBO gradients through Gamma and Dirichlet choices: rejection
 reparameterisation (Naesseth et al. 2017, ``RejectionReparam``) against
 implicit reparameterisation (NumPyro's samplers, ppl's default ``Reparam``)
 and REINFORCE with a sampled baseline, on two models with a mean-field guide
@@ -119,7 +119,7 @@ def run(log=print):
             figures[problem][name] = (float(variance.mean()), seconds)
             log(f"  {problem:32s} {name:30s} variance {variance.mean():10.4g}  {seconds * 1e6:8.1f} us/estimate  gap {gap:.1f} SE")
     lines = [
-        "## (I) ELBO gradients through Gamma and Dirichlet choices: rejection vs implicit reparameterisation vs REINFORCE",
+        "## (J) ELBO gradients through Gamma and Dirichlet choices: rejection vs implicit reparameterisation vs REINFORCE",
         "",
         __doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
         "",

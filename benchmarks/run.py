@@ -9,6 +9,7 @@
     .venv/bin/python -m benchmarks.run smc        # only the particle filter vs hand-written JAX
     .venv/bin/python -m benchmarks.run tempered   # only tempered SMC vs BlackJAX
     .venv/bin/python -m benchmarks.run rejection  # only gradient variance of RejectionReparam vs implicit vs REINFORCE
+    .venv/bin/python -m benchmarks.run svgd       # only coin SVGD vs SVGD at three learning rates
 """
 
 import argparse
@@ -31,6 +32,7 @@ from benchmarks import (  # noqa: E402
     mh_bench,
     rejection_bench,
     smc_bench,
+    svgd_bench,
     tempered_bench,
     vae_bench,
 )
@@ -39,7 +41,7 @@ from benchmarks.timing import machine_description  # noqa: E402
 __all__ = ["main"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc", "adaptation", "smc", "tempered", "rejection")
+BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc", "adaptation", "smc", "tempered", "rejection", "svgd")
 
 
 def _ints(text):
@@ -68,6 +70,7 @@ def _parse(argv):
     parser.add_argument("--skip-smc", action="store_true")
     parser.add_argument("--skip-tempered", action="store_true")
     parser.add_argument("--skip-rejection", action="store_true")
+    parser.add_argument("--skip-svgd", action="store_true")
     parser.add_argument("--vae-repeats", type=int, help="interleaved repeats of 200 VAE steps (default 15, 5 with --quick)")
     parser.add_argument("--mh-repeats", type=int, help="interleaved repeats of the MH chains (default 15, 5 with --quick)")
     parser.add_argument(
@@ -91,6 +94,7 @@ def _parse(argv):
     args.skip_smc |= "smc" not in selected
     args.skip_tempered |= "tempered" not in selected
     args.skip_rejection |= "rejection" not in selected
+    args.skip_svgd |= "svgd" not in selected
     args.vae_repeats = args.vae_repeats or (5 if quick else 15)
     args.mh_repeats = args.mh_repeats or (5 if quick else 15)
     args.mcmc_repeats = args.mcmc_repeats or (2 if quick else 5)
@@ -349,6 +353,8 @@ def main(argv=None):
         body += table + [""]
     if not args.skip_rejection:
         body += rejection_bench.run()[0] + [""]
+    if not args.skip_svgd:
+        body += svgd_bench.run()[0] + [""]
     targets = _targets(medians, compile_results, args.sizes, args.compile_sizes)
     extra = _smc_targets(smc_ratios, tempered_ratios)
     lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + _mcmc_targets(mcmc_figures) + extra + [""] + body

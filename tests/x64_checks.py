@@ -173,3 +173,24 @@ def test_calibration_simulations_are_float64():
     result = calibration.sbc(jax.random.key(0), normal_mean, (), ["y"], exact, 20, 50, progress=False)
     assert result.simulations.truths.dtype == np.float64 and result.simulations.draws.dtype == np.float64
     assert result.ranks.min() >= 0 and result.ranks.max() <= 50
+
+
+def test_svgd_and_coin_svgd_are_float64_and_match_the_reference_to_1e12():
+    """The Stein force (median bandwidth included) and the coin recursion of
+    tests/test_vi_svgd.py's NumPy references, a few steps, all in float64."""
+    import test_vi_svgd as cases
+
+    x0 = jax.random.uniform(jax.random.key(3), (5, 1), jnp.float64, minval=-3.0, maxval=3.0)
+    gradient = jax.jit(jax.vmap(jax.grad(cases.mixture_log_density)))
+    force, bandwidth = jax.jit(lambda x: vi.stein_force(vi.rbf_kernel(), x, gradient(x)))(x0)
+    assert_float64((force, bandwidth))
+    np.testing.assert_allclose(bandwidth, cases.reference_median_bandwidth(x0), rtol=RTOL)
+    np.testing.assert_allclose(force, cases.reference_stein_force(x0, gradient(x0), float(bandwidth)), rtol=1e-11, atol=1e-13)
+    kernel = vi.coin_svgd_kernel(cases.mixture_log_density, vi.rbf_kernel(1.5))
+    run = jax.jit(lambda x: jax.lax.scan(lambda s, _: kernel.step(s), kernel.init(x), None, 4))
+    state, info = run(x0)
+    assert_float64((state, info))
+    reference = cases.reference_coin(x0, lambda x: cases.reference_stein_force(x, gradient(jnp.asarray(x)), 1.5), 4)
+    np.testing.assert_allclose(state.positions, reference, rtol=1e-11, atol=1e-13)
+    svgd = vi.svgd_kernel(cases.mixture_log_density, 0.1)
+    assert_float64(jax.jit(lambda x: svgd.step(svgd.init(x)))(x0))

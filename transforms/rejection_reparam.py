@@ -39,7 +39,7 @@ class RejectionReparam:
     - ``baseline``: None or ``"sampled"`` (the rest of the program at an
       independent draw, subtracted from the correction's learning signal:
       one more run of the rest). With the default boost the correction is
-      small and a baseline buys little (benchmarks/RESULTS.md, section I).
+      small and a baseline buys little (benchmarks/RESULTS.md, section J).
 
     >>> RejectionReparam()
     RejectionReparam(boost=4, baseline=None)

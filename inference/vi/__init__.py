@@ -3,7 +3,9 @@
 Objectives are programs written with ``sim``, ``density``, ``marginal`` and
 ``normalize``; ADEV turns them into unbiased gradient estimators. Families
 (``mean_field``, ``full_rank``, ``amortized``) are generative functions with
-parameters; ``fit`` runs an optax optimiser on any objective.
+parameters; ``fit`` runs an optax optimiser on any objective. Particle
+methods (``svgd``, ``coin_svgd``; their kernels ``svgd_kernel``,
+``coin_svgd_kernel`` on any log density) move a set of particles instead.
 
 A new objective is a program ``(key, params, *args) -> real`` decorated with
 ``ppl.transforms.expectation``. For example the beta-VAE objective
@@ -28,6 +30,7 @@ E_q[log p(x | z)] - beta KL(q || p(z)), which is not in the library:
 True
 """
 
+from ppl.inference.vi.coin import CoinSVGDState, coin_svgd_kernel
 from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanexp, marginal, normalize, sim
 from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
 from ppl.inference.vi.fit import FitDivergedError, FitResult, FitState, fit
@@ -46,6 +49,19 @@ from ppl.inference.vi.objectives import (
     rws_model,
     stl_elbo,
     vimco,
+)
+from ppl.inference.vi.particles_vi import ParticleResult, coin_svgd, svgd
+from ppl.inference.vi.stein import (
+    KernelTerms,
+    ParticleKernel,
+    SVGDInfo,
+    SVGDState,
+    kernel_stein_discrepancy,
+    median_bandwidth,
+    pairwise_kernel,
+    rbf_kernel,
+    stein_force,
+    svgd_kernel,
 )
 
 __all__ = [
@@ -80,4 +96,19 @@ __all__ = [
     "FitState",
     "FitResult",
     "FitDivergedError",
+    "svgd",
+    "coin_svgd",
+    "ParticleResult",
+    "svgd_kernel",
+    "coin_svgd_kernel",
+    "ParticleKernel",
+    "SVGDState",
+    "CoinSVGDState",
+    "SVGDInfo",
+    "rbf_kernel",
+    "pairwise_kernel",
+    "KernelTerms",
+    "stein_force",
+    "kernel_stein_discrepancy",
+    "median_bandwidth",
 ]
