@@ -121,7 +121,7 @@ def run(log=print):
     lines = [
         "## (J) ELBO gradients through Gamma and Dirichlet choices: rejection vs implicit reparameterisation vs REINFORCE",
         "",
-        __doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
+        " ".join(__doc__.split("\n\n", 1)[1].split()),
         "",
         "| model | strategy | mean gradient variance | ÷ implicit | µs per estimate | ÷ implicit | largest gap to implicit (SE) |",
         "|---|---|---|---|---|---|---|",
