@@ -88,22 +88,31 @@ def dependent_bound():
     ppl.sample("b", dist.Uniform(0.0, 1.0 - a))
 
 
+@ppl.gen
+def three_supports():  # the three blocks are independent: one run samples them all
+    ppl.sample("beta", beta_binomial())
+    ppl.sample("dirichlet", dirichlet_multinomial())
+    ppl.sample("bound", dependent_bound())
+
+
 def test_constrained_supports():
     """Positive-interval (Beta, asymmetric: posterior Beta(5, 20)), simplex
     (Dirichlet(1+2, 2+3, 3+5)) and a bound that depends on another choice
-    (E[b] = E[(1 - a) / 2] = 1/4): exact means."""
-    key = jax.random.key(1)
-    settings = dict(num_warmup=400, num_samples=1000, num_chains=4, progress=False)
-    p = mcmc.nuts(key, beta_binomial, (), {"k": 3}, **settings).samples["p"]
+    (E[b] = E[(1 - a) / 2] = 1/4): exact means, from one run over the three
+    independent blocks (one compilation)."""
+    observations = {"beta": {"k": 3}, "dirichlet": {"counts": jnp.array([2.0, 3.0, 5.0])}}
+    samples = mcmc.nuts(jax.random.key(1), three_supports, (), observations, num_warmup=400, num_samples=1000,
+                        num_chains=4, progress=False).samples
+    p = samples["beta"]["p"]
     beta = scipy.stats.beta(5, 20)
     assert_mean(p, beta.mean(), "p", beta.var())
     assert_variance(p, beta.mean(), beta.var(), "p", excess_kurtosis=float(beta.stats("k")))
-    probs = mcmc.nuts(key, dirichlet_multinomial, (), {"counts": jnp.array([2.0, 3.0, 5.0])}, **settings).samples["probs"]
+    probs = samples["dirichlet"]["probs"]
     assert probs.shape == (4, 1000, 3)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     for i, alpha in enumerate([3.0, 5.0, 8.0]):  # Dirichlet marginals are Beta(alpha_i, 16 - alpha_i)
         assert_mean(probs[..., i], alpha / 16.0, f"probs[{i}]", scipy.stats.beta(alpha, 16.0 - alpha).var())
-    draws = mcmc.nuts(key, dependent_bound, (), {}, **settings).samples
+    draws = samples["bound"]
     assert bool(jnp.all(draws["b"] <= 1.0 - draws["a"]))
     assert_mean(draws["a"], 0.5, "a", 1 / 12)
     # b = (1 - a) v with v ~ U(0, 1) independent: E[b^2] = E[(1 - a)^2] / 3 = 1/9
