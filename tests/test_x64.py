@@ -1,7 +1,7 @@
 """Float64 under ``jax_enable_x64``: a representative part of the suite
 (the GFI laws of densities and weights at float64 tolerances, and ``x64_checks.py``: importance, every
 objective's estimate and gradient, ``fit``, the unconstraining transform, calibration's simulations;
-``x64_diagnostics_checks.py``: the diagnostics against ArviZ; ``x64_mcmc_checks.py``: NUTS on a
+``x64_diagnostics_checks.py``: the diagnostics against ArviZ; ``x64_smc_checks.py``: resampling, particle Gibbs, backward smoothing; ``x64_mcmc_checks.py``: NUTS on a
 Gaussian process) runs in a subprocess with
 ``JAX_ENABLE_X64=1``, since the flag must be set before JAX starts."""
 

@@ -194,3 +194,20 @@ def test_svgd_and_coin_svgd_are_float64_and_match_the_reference_to_1e12():
     np.testing.assert_allclose(state.positions, reference, rtol=1e-11, atol=1e-13)
     svgd = vi.svgd_kernel(cases.mixture_log_density, 0.1)
     assert_float64(jax.jit(lambda x: svgd.step(svgd.init(x)))(x0))
+
+
+def test_rejection_reparameterisation_is_float64():
+    """Marsaglia and Tsang's accepted proposals and the correction's score in
+    float64, boosted shapes included; the pilot of strategies="auto" runs too."""
+    from ppl.transforms import RejectionReparam, choose_strategies, expectation
+
+    @ppl.gen
+    def gammas(a):
+        return ppl.sample("g", dist.Gamma(a, 2.0).expand([4, 2]))
+
+    program = lambda k, a: jnp.mean(gammas.simulate(k, (a,)).retval ** 2)
+    value, grad = expectation(program, strategies={"g": RejectionReparam()}).value_and_grad_estimate(
+        jax.random.key(0), jnp.array([0.5, 3.0]))
+    assert_float64((value, grad))
+    choice = choose_strategies(expectation(program, strategies="auto"), jax.random.key(1), jnp.array([0.5, 3.0]), num_pilot=16)
+    assert ("g",) in choice.strategies

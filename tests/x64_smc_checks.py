@@ -9,15 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppl.inference.smc.resampling import RESAMPLERS, effective_sample_size, normalized_weights
+from ppl.inference import smc
+from ppl.inference.smc.resampling import effective_sample_size, normalized_weights
+from tests.smc_models import lg_data, linear_gaussian
 import test_smc_resampling as cases
 
 
-@pytest.mark.parametrize("name", list(RESAMPLERS))
+@pytest.mark.parametrize("name", list(cases.FORMS))  # both forms of systematic resampling too
 def test_resampling_computes_in_float64_and_is_unbiased(name):
     assert jax.config.jax_enable_x64
     log_weights = cases.log_weights(jnp.float64)
-    program = str(jax.make_jaxpr(lambda key, lw: RESAMPLERS[name](key, lw, 12))(jax.random.key(0), log_weights))
+    program = str(jax.make_jaxpr(lambda key, lw: cases.FORMS[name](key, lw, 12))(jax.random.key(0), log_weights))
     assert "f64" in program and "f32" not in program, program
     cases.assert_unbiased(cases.offspring_counts(name, 12, jnp.float64), 12)
 
@@ -49,3 +51,13 @@ def test_particle_filter_and_tempered_smc_in_float64():
     tempered = smc.tempered(jax.random.key(1), linear_gaussian, (10,), observations, 500, max_num_steps=40)
     assert tempered.log_marginal_likelihood.dtype == jnp.float64 and tempered.positions.dtype == jnp.float64
     assert abs(float(tempered.log_marginal_likelihood) - log_z) < 1.0
+
+
+def test_particle_gibbs_and_backward_smoothing_are_float64():
+    _, _, observations = lg_data(6)
+    kernel = smc.particle_gibbs(linear_gaussian, (6,), observations, 8)
+    state, info = jax.jit(kernel.step)(jax.random.key(1), kernel.init({"x0": 0.0, "steps": {"x": jnp.zeros(6)}}))
+    filtered = smc.particle_filter(jax.random.key(0), linear_gaussian, (6,), observations, 64)
+    smoothed = smc.backward_smoothing(jax.random.key(1), linear_gaussian, (6,), observations, filtered, 16)
+    for leaf in jax.tree.leaves((state.trace.choices, state.trace.log_density, info, smoothed.choices, smoothed.log_density)):
+        assert leaf.dtype == jnp.float64, leaf.dtype
