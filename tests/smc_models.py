@@ -118,3 +118,18 @@ def lg_x0_posterior(y0, ys):
     """Exact mean and variance of x0 given y0, ys in the linear-Gaussian model."""
     mean, cov = lg_posterior(y0, ys)
     return float(mean[0]), float(cov[0, 0])
+
+
+@ppl.gen
+def _total_step(carry, _):
+    x, total = carry
+    x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
+    ppl.sample("y", dist.Normal(x, 0.5))
+    return (x, total + x), None  # the running total depends on the carry received
+
+
+@ppl.gen
+def running_total(T):
+    """A scan whose carry is not a function of the step's own choices (it
+    keeps a running total): ancestor sampling and backward smoothing refuse it."""
+    return ppl.sample("steps", _total_step.scan(T)((0.0, 0.0), None))

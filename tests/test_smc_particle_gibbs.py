@@ -12,10 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import ppl
-from ppl import dist
 from ppl.inference import mcmc, smc
-from tests.smc_models import lg_data, lg_posterior, linear_gaussian
+from tests.smc_models import lg_data, lg_posterior, linear_gaussian, running_total
 
 T, CHAINS, TRANSITIONS, PARTICLES = 8, 2000, 6, 4
 
@@ -47,20 +45,9 @@ def test_particle_gibbs_keeps_the_exact_posterior(ancestor_sampling):
 
 
 def test_ancestor_sampling_needs_a_markov_carry():
-    @ppl.gen
-    def step(carry, _):
-        x, total = carry
-        x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
-        ppl.sample("y", dist.Normal(x, 0.5))
-        return (x, total + x), None  # the running total depends on the carry received
-
-    @ppl.gen
-    def model(T):
-        return ppl.sample("steps", step.scan(T)((0.0, 0.0), None))
-
     observations = {"steps": {"y": jnp.zeros(4)}}
     with pytest.raises(ValueError, match="ancestor_sampling=False"):
-        smc.particle_gibbs(model, (4,), observations, 8)
-    smc.particle_gibbs(model, (4,), observations, 8, ancestor_sampling=False)  # plain particle Gibbs is fine
+        smc.particle_gibbs(running_total, (4,), observations, 8)
+    smc.particle_gibbs(running_total, (4,), observations, 8, ancestor_sampling=False)  # plain particle Gibbs is fine
     with pytest.raises(ValueError, match="num_particles"):
         smc.particle_gibbs(linear_gaussian, (4,), observations, 1)

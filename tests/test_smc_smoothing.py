@@ -10,10 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import ppl
-from ppl import dist
 from ppl.inference import smc
-from tests.smc_models import lg_data, lg_posterior, linear_gaussian
+from tests.smc_models import lg_data, lg_posterior, linear_gaussian, running_total
 
 T, PARTICLES, TRAJECTORIES, RUNS = 8, 128, 64, 32
 
@@ -39,20 +37,9 @@ def test_backward_smoothing_matches_the_exact_smoothing_distribution():
 
 
 def test_backward_smoothing_checks_its_inputs():
-    @ppl.gen
-    def step(carry, _):
-        x, total = carry
-        x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
-        ppl.sample("y", dist.Normal(x, 0.5))
-        return (x, total + x), None
-
-    @ppl.gen
-    def model(T):
-        return ppl.sample("steps", step.scan(T)((0.0, 0.0), None))
-
     observations = {"steps": {"y": jnp.zeros(4)}}
-    filtered = smc.particle_filter(jax.random.key(0), model, (4,), observations, 16)
+    filtered = smc.particle_filter(jax.random.key(0), running_total, (4,), observations, 16)
     with pytest.raises(ValueError, match="result.particles"):
-        smc.backward_smoothing(jax.random.key(1), model, (4,), observations, filtered, 8)
+        smc.backward_smoothing(jax.random.key(1), running_total, (4,), observations, filtered, 8)
     with pytest.raises(ValueError, match="num_trajectories"):
-        smc.backward_smoothing(jax.random.key(1), model, (4,), observations, filtered, 0)
+        smc.backward_smoothing(jax.random.key(1), running_total, (4,), observations, filtered, 0)

@@ -8,10 +8,11 @@ import jax
 
 from ppl.choicemap import by_path
 from ppl.errors import format_address
-from ppl.sequential import run_prefix
+from ppl.inference.smc.filtering import find_scan
+from ppl.sequential import run_prefix, split_observations
 from ppl.transforms.dependence import depends_on_first_input
 
-__all__ = ["check_markov_carry", "step_input_shapes"]
+__all__ = ["check_markov_carry", "step_input_shapes", "scan_of"]
 
 
 def step_input_shapes(model, args, outside, inside, site):
@@ -37,3 +38,13 @@ def check_markov_carry(model, args, outside, inside, site, who, alternative):
             "depend only on that step's choices (and x), as in a state-space model whose carry is the state; "
             f"this step's carry also depends on the carry it receives. {alternative}"
         )
+
+
+def scan_of(model, args, observations, who=None, alternative=""):
+    """``(site, observations outside the scan, observations of its steps)``
+    of a model's one scan; with ``who``, checked to have a Markov carry."""
+    site = find_scan(model, args)
+    outside, inside = split_observations(observations, site.path)
+    if who is not None:
+        check_markov_carry(model, args, outside, inside, site, who, alternative)
+    return site, outside, inside

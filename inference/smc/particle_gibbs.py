@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import ppl
 from ppl.choicemap import by_path, from_paths
 from ppl.inference.mcmc.kernel import Kernel
-from ppl.inference.smc.filtering import find_scan
-from ppl.inference.smc.markov import check_markov_carry
+from ppl.inference.smc.filtering import _latent
+from ppl.inference.smc.markov import scan_of
 from ppl.inference.smc.particle_filter import trajectories
 from ppl.inference.smc.resampling import gather, multinomial, normalise
-from ppl.sequential import run_prefix, split_observations
+from ppl.sequential import run_prefix
 
 __all__ = ["ParticleGibbsState", "ParticleGibbsInfo", "particle_gibbs"]
 
@@ -70,11 +70,8 @@ def particle_gibbs(model, args, observations, num_particles, *, ancestor_samplin
         raise ValueError(f"num_particles must be a Python int >= 2 (one is the reference), got {num_particles!r}")
     args = tuple(args)
     observations = ppl.choicemap.to_arrays(observations or {})
-    site = find_scan(model, args)
-    outside, inside = split_observations(observations, site.path)
-    if ancestor_sampling:
-        check_markov_carry(model, args, outside, inside, site, "particle_gibbs(ancestor_sampling=True)",
-                           "Pass ancestor_sampling=False (plain particle Gibbs, exact for any scan)")
+    site, outside, inside = scan_of(model, args, observations, "particle_gibbs(ancestor_sampling=True)" if ancestor_sampling
+                                    else None, "Pass ancestor_sampling=False (plain particle Gibbs, exact for any scan)")
 
     def init(start):
         if isinstance(start, ppl.Trace):  # a composition's trace: already the model's, observations included
@@ -125,7 +122,7 @@ def _conditional_smc(key, model, args, site, outside, inside, trace, n, ancestor
         increments = increments.at[n - 1].set(ref_increment)
         log_weights, total = normalise(increments - jnp.log(jnp.asarray(n, dtype)))
         carry, _ = traces.retval
-        latents = _step_latents_of(traces.choices, observation)
+        latents = _latent(traces.choices, tuple(by_path(observation)))
         return (carry, log_weights, log_z + total), (latents, ancestors)
 
     keys = jax.random.split(key, site.length + 1)
@@ -166,11 +163,6 @@ def _reference(key, step_gf, proposal, carry, x, observation, given, ref):
     else:
         q, _ = proposal.assess(ref, (carry, x, observation))
     return trace, trace.log_density - q
-
-
-def _step_latents_of(choices, observation):
-    observed = set(by_path(observation))
-    return from_paths({p: v for p, v in by_path(choices).items() if p not in observed})
 
 
 def _changed(steps, reference):

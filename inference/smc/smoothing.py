@@ -14,7 +14,7 @@ import ppl
 from ppl.choicemap import by_path, from_paths
 from ppl.jit import jit_gfi
 from ppl.inference.smc.filtering import find_scan
-from ppl.inference.smc.markov import check_markov_carry
+from ppl.inference.smc.markov import scan_of
 from ppl.sequential import run_prefix, split_observations
 
 __all__ = ["backward_smoothing"]
@@ -39,10 +39,7 @@ def backward_smoothing(key, model, args, observations, result, num_trajectories)
         raise ValueError(f"num_trajectories must be a positive Python int, got {num_trajectories!r}")
     args = tuple(args)
     observations = ppl.choicemap.to_arrays(observations or {})
-    site = find_scan(model, args)
-    outside, inside = split_observations(observations, site.path)
-    check_markov_carry(model, args, outside, inside, site, "backward_smoothing",
-                       "Use the filter's own trajectories (result.particles) instead")
+    scan_of(model, args, observations, "backward_smoothing", "Use the filter's own trajectories (result.particles) instead")
     return _backward_smoothing(model, key, args, observations, result, num_trajectories)
 
 
