@@ -62,11 +62,21 @@ def check_address_name(name, path):
         )
 
 
+def did_you_mean(name, valid, shown=lambda near: near):
+    """``" (did you mean 'a', 'b'?)"`` for the valid names closest to
+    ``name`` (each passed through ``shown``), or ``""`` when none is close.
+
+    >>> did_you_mean("coefs", ["coeffs", "ys"])
+    " (did you mean 'coeffs'?)"
+    """
+    near = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(shown(n)) for n in near)}?)" if near else ""
+
+
 def unknown_addresses_error(unknown, valid, path, what="constraints"):
     lines = []
     for name in sorted(unknown):
-        near = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(repr(format_address(path + (n,))) for n in near)}?)" if near else ""
+        hint = did_you_mean(name, valid, lambda n: format_address(path + (n,)))
         lines.append(f"  {format_address(path + (name,))!r}{hint}")
     valid_list = ", ".join(repr(format_address(path + (n,))) for n in sorted(valid)) or "none"
     return AddressError(

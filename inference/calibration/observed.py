@@ -2,12 +2,11 @@
 of addresses or a choice map, checked against a simulated choice map and
 used to split it into latents and observations."""
 
-import difflib
 
 import jax.numpy as jnp
 
 from ppl.choicemap import Selection, as_path, by_path, from_paths, tree_paths
-from ppl.errors import AddressError, format_address
+from ppl.errors import AddressError, did_you_mean, format_address
 from ppl.inference.summary_table import _row_names
 
 __all__ = ["as_observed_selection", "split_choices", "LatentLayout"]
@@ -49,8 +48,7 @@ def split_choices(choices, selection):
     for selected in sorted(selection.paths):
         if not any(path[: len(selected)] == selected for path in paths):
             valid = [format_address(p) for p in paths]
-            near = difflib.get_close_matches(format_address(selected), valid, n=3, cutoff=0.5)
-            hint = f" (did you mean {', '.join(map(repr, near))}?)" if near else ""
+            hint = did_you_mean(format_address(selected), valid)
             raise AddressError(
                 f"observed names {format_address(selected)!r}{hint}, which the model never samples; "
                 f"the model's choices: {', '.join(map(repr, valid))}"

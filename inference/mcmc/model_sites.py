@@ -9,7 +9,6 @@ step is traced (once under ``jax.jit``), and is cached per model and argument
 signature otherwise.
 """
 
-import difflib
 import functools
 from typing import Any, NamedTuple
 
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.choicemap import as_path, by_path, from_paths, get
-from ppl.errors import AddressError, format_address
+from ppl.errors import AddressError, did_you_mean, format_address
 from ppl.factor_primitive import factor_p
 from ppl.sample_primitive import sample_p
 from ppl.transforms import choice_sites, depends_on_first_input, stage
@@ -150,8 +149,7 @@ def site_at(sites, address):
     path = as_path(address)
     if path not in sites:
         valid = [format_address(a) for a in sites]
-        near = difflib.get_close_matches(format_address(path), valid, n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(map(repr, near))}?)" if near else ""
+        hint = did_you_mean(format_address(path), valid)
         raise AddressError(
             f"address {format_address(path)!r} is not a choice of the model{hint}; "
             f"its choices: {', '.join(map(repr, sorted(valid))) or 'none'}"

@@ -11,14 +11,13 @@ observations stay as they are. Every move goes through the GFI (``regenerate``,
 ``update``, ``assess``), so the trace's log density stays right.
 """
 
-import difflib
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ppl.choicemap import Selection, flatten, select
-from ppl.errors import AddressError
+from ppl.errors import AddressError, did_you_mean
 from ppl.inference.mcmc.kernel import Kernel
 
 __all__ = ["MHState", "MHInfo", "mh", "metropolis_accept", "as_selection", "check_model_addresses"]
@@ -139,8 +138,7 @@ def check_model_addresses(choices, model_choices, what):
     if unknown:
         hints = []
         for name in unknown:
-            near = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-            hints.append(f"  {name!r}" + (f" (did you mean {', '.join(map(repr, near))}?)" if near else ""))
+            hints.append(f"  {name!r}" + did_you_mean(name, valid))
         raise AddressError(
             f"{what} name addresses that are not choices of the model:\n" + "\n".join(hints)
             + f"\nthe model's choices: {', '.join(map(repr, valid)) or 'none'}"
