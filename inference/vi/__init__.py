@@ -2,8 +2,8 @@
 
 Objectives are programs written with ``sim``, ``density``, ``marginal`` and
 ``normalize``; ADEV turns them into unbiased gradient estimators. Families
-(``mean_field``, ``full_rank``, ``amortized``) are generative functions with
-parameters; ``fit`` runs an optax optimiser on any objective. Particle
+(``mean_field``, ``full_rank``, ``amortized``, and the normalizing flows
+``flow`` and ``amortized_flow``) are generative functions with parameters; ``fit`` runs an optax optimiser on any objective. Particle
 methods (``svgd``, ``coin_svgd``; their kernels ``svgd_kernel``,
 ``coin_svgd_kernel`` on any log density) move a set of particles instead.
 
@@ -33,6 +33,18 @@ True
 from ppl.inference.vi.coin import CoinSVGDState, coin_svgd_kernel
 from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanexp, marginal, normalize, sim
 from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
+from ppl.inference.vi.forward_kl import forward_kl
+from ppl.inference.vi.flow_family import Flow, FlowFamily, amortized_flow, flow
+from ppl.inference.vi.flow_layers import (
+    MADE,
+    AffineCoupling,
+    Conditioner,
+    InverseAutoregressive,
+    MaskedAutoregressive,
+    Planar,
+    Radial,
+    SplineCoupling,
+)
 from ppl.inference.vi.fit import FitDivergedError, FitResult, FitState, fit
 from ppl.inference.vi.objectives import (
     Objective,
@@ -76,6 +88,7 @@ __all__ = [
     "elbo",
     "iwelbo",
     "stl_elbo",
+    "forward_kl",
     "vimco",
     "rws",
     "rws_model",
@@ -92,6 +105,18 @@ __all__ = [
     "mean_field",
     "full_rank",
     "amortized",
+    "flow",
+    "amortized_flow",
+    "Flow",
+    "FlowFamily",
+    "Planar",
+    "Radial",
+    "AffineCoupling",
+    "SplineCoupling",
+    "MaskedAutoregressive",
+    "InverseAutoregressive",
+    "Conditioner",
+    "MADE",
     "fit",
     "FitState",
     "FitResult",

@@ -151,12 +151,19 @@ def iwelbo(model, guide, num_particles, local=(), strategies=None):
 def stl_elbo(model, guide, local=(), strategies=None):
     """The path-derivative ("sticking the landing") ELBO (Roeder et al., 2017):
     the guide's density is evaluated with its parameters held, dropping the
-    score term whose expectation is zero; same value, lower variance."""
+    score term whose expectation is zero; same value, lower variance. For a
+    flow family the gradient is the fast one (Vaitl et al., 2024): the score
+    grad_x log q comes from the flow's forward pass, with no inverse pass."""
+
+    path_guide = getattr(guide, "with_path_gradient", None)  # a flow: its fast path gradient
 
     def program(key, params, observations, args, scales):
         key_guide, key_model = _keys(key)
-        latents, _ = sim(guide, key_guide, (params, *args))
-        log_q = density(guide, latents, (sg(params), *args), scale=scales.guide)
+        if path_guide is not None:
+            latents, log_q = sim(path_guide(), key_guide, (params, *args), scale=scales.guide)
+        else:
+            latents, _ = sim(guide, key_guide, (params, *args))
+            log_q = density(guide, latents, (sg(params), *args), scale=scales.guide)
         log_p = density(model, ppl.merge(latents, observations), (params, *args), key=key_model, scale=scales.model)
         return log_p - log_q
 

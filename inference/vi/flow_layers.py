@@ -1,0 +1,345 @@
+"""Flow layers: invertible maps of R^d with tractable Jacobians, as flax nnx
+modules. Planar and radial (Rezende and Mohamed, 2015), affine coupling
+(RealNVP, Dinh et al., 2017), rational-quadratic spline coupling (Durkan et
+al., 2019), masked autoregressive (MAF, Papamakarios et al., 2017) and
+inverse autoregressive (IAF, Kingma et al., 2016).
+
+Every layer maps one vector ``x`` (shape ``(d,)``) and, for an amortised
+flow, a ``context`` vector (``None`` otherwise):
+
+- ``forward(x, context) -> (y, log |det dy/dx|)``: the sampling direction;
+- ``inverse(y, context) -> (x, log |det dx/dy|)``: the density direction;
+- ``score_forward(x, y, score, context)``: given the score of the density
+  before the layer at ``x`` (grad_x log q(x)), the score after it at ``y``,
+  grad_y log q(y) = J^-T (score - grad_x log |det J|). This is the forward
+  recursion of fast path gradients (Vaitl et al., 2024): by default one
+  vector-Jacobian product through ``inverse`` (the conditioner's forward
+  pass there repeats the one of ``forward`` on the same input, and XLA
+  computes it once); planar and radial layers use their closed forms.
+- ``score_inverse(x, y, score, context)``: the same recursion run along the
+  inverse, for maximum-likelihood path gradients.
+
+Conditioned layers (coupling, autoregressive) start as the identity: their
+conditioners' last layers are zero. A layer is built by ``Flow`` as
+``Layer(dimension, index, context_size, rngs)``; pass options through
+``functools.partial`` (``partial(SplineCoupling, num_bins=8)``).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ppl.inference.vi.rq_spline import num_spline_parameters, rq_spline
+
+__all__ = [
+    "Planar",
+    "Radial",
+    "AffineCoupling",
+    "SplineCoupling",
+    "MaskedAutoregressive",
+    "InverseAutoregressive",
+    "Conditioner",
+    "MADE",
+]
+
+
+def _float():
+    return jnp.result_type(float)  # float64 under jax_enable_x64
+
+
+class Layer(nnx.Module):
+    def score_forward(self, x, y, score, context=None):
+        _, pullback = jax.vjp(lambda v: self.inverse(v, context), y)
+        return pullback((score, jnp.ones((), y.dtype)))[0]
+
+    def score_inverse(self, x, y, score, context=None):
+        """The other direction: given grad_y f(y) of a density f at ``y``, the
+        gradient at ``x`` of the pulled-back density f(T(x)) |det J(x)|:
+        J^T score + grad_x log |det J| (one vector-Jacobian product through
+        ``forward``, whose conditioner pass repeats the inverse's)."""
+        _, pullback = jax.vjp(lambda v: self.forward(v, context), x)
+        return pullback((score, jnp.ones((), x.dtype)))[0]
+
+
+# ----- planar and radial (Rezende and Mohamed, 2015) -------------------------
+
+
+class Planar(Layer):
+    """y = x + u' tanh(w . x + b), with u' the closest u making it invertible
+    (w . u' >= -1). No closed-form inverse: ``inverse`` solves the scalar
+    equation for w . x by safeguarded Newton steps."""
+
+    NEWTON_STEPS = 30
+
+    def __init__(self, dimension, index=0, context_size=0, *, rngs):
+        self.u = nnx.Param(0.01 * jax.random.normal(rngs.params(), (dimension,), _float()))
+        self.w = nnx.Param(0.01 * jax.random.normal(rngs.params(), (dimension,), _float()))
+        self.b = nnx.Param(jnp.zeros((), _float()))
+
+    def _parts(self):
+        u, w = self.u[...], self.w[...]
+        wu = jnp.dot(w, u)
+        u_hat = u + (jax.nn.softplus(wu) - 1.0 - wu) * w / jnp.dot(w, w)
+        return u_hat, w, self.b[...]
+
+    def forward(self, x, context=None):
+        u, w, b = self._parts()
+        h = jnp.tanh(jnp.dot(w, x) + b)
+        return x + u * h, jnp.log(jnp.abs(1.0 + (1.0 - h**2) * jnp.dot(w, u)))
+
+    def inverse(self, y, context=None):
+        u, w, b = self._parts()
+        target, wu = jnp.dot(w, y), jnp.dot(w, u)
+        # alpha = w . x solves alpha + wu tanh(alpha + b) = w . y (increasing, since wu >= -1)
+        excess = lambda a: a + wu * jnp.tanh(a + b) - target
+        low, high = target - jnp.abs(wu), target + jnp.abs(wu)
+
+        def newton(_, state):
+            a, low, high = state
+            f = excess(a)
+            low, high = jnp.where(f < 0, a, low), jnp.where(f < 0, high, a)
+            step = a - f / (1.0 + wu * (1.0 - jnp.tanh(a + b) ** 2))
+            a = jnp.where((step > low) & (step < high), step, 0.5 * (low + high))  # else bisect
+            return a, low, high
+
+        alpha = jax.lax.fori_loop(0, self.NEWTON_STEPS, newton, (target, low, high))[0]
+        x = y - u * jnp.tanh(alpha + b)
+        return x, -self.forward(x, context)[1]
+
+    def score_forward(self, x, y, score, context=None):
+        u, w, b = self._parts()
+        h = jnp.tanh(jnp.dot(w, x) + b)
+        slope, wu = 1.0 - h**2, jnp.dot(w, u)
+        det = 1.0 + slope * wu
+        v = score - (-2.0 * h * slope * wu / det) * w  # minus grad_x log |det|
+        return v - w * slope * jnp.dot(u, v) / det  # J^-T v by Sherman-Morrison
+
+
+class Radial(Layer):
+    """y = x + beta (x - x0) / (alpha + |x - x0|), with alpha > 0 and
+    beta >= -alpha (invertible); the inverse is closed form."""
+
+    def __init__(self, dimension, index=0, context_size=0, *, rngs):
+        self.center = nnx.Param(0.1 * jax.random.normal(rngs.params(), (dimension,), _float()))
+        self.raw_alpha = nnx.Param(jnp.zeros((), _float()))
+        self.raw_beta = nnx.Param(jnp.zeros((), _float()))
+
+    def _parts(self):
+        alpha = jax.nn.softplus(self.raw_alpha[...])
+        return self.center[...], alpha, -alpha + jax.nn.softplus(self.raw_beta[...])
+
+    def forward(self, x, context=None):
+        center, alpha, beta = self._parts()
+        r = jnp.linalg.norm(x - center)
+        h = 1.0 / (alpha + r)
+        log_det = (x.shape[-1] - 1) * jnp.log1p(beta * h) + jnp.log1p(beta * h - beta * r * h**2)
+        return x + beta * h * (x - center), log_det
+
+    def inverse(self, y, context=None):
+        center, alpha, beta = self._parts()
+        r_y = jnp.linalg.norm(y - center)
+        # r (1 + beta / (alpha + r)) = r_y: the positive root of a quadratic in r = |x - x0|
+        p = alpha + beta - r_y
+        r = 0.5 * (-p + jnp.sqrt(p**2 + 4.0 * alpha * r_y))
+        x = center + (y - center) / (1.0 + beta / (alpha + r))
+        return x, -self.forward(x, context)[1]
+
+    def score_forward(self, x, y, score, context=None):
+        # J = a I + c e e^T (e the unit vector from x0 to x), inverted by Sherman-Morrison;
+        # log |det J| = (d - 1) log a + log (a + c) depends on x through r = |x - x0| only.
+        center, alpha, beta = self._parts()
+        r = jnp.linalg.norm(x - center)
+        e = (x - center) / r
+        a, a_plus_c = 1.0 + beta / (alpha + r), 1.0 + beta * alpha / (alpha + r) ** 2
+        dlog_det_dr = (x.shape[-1] - 1) * (-beta / (alpha + r) ** 2) / a - 2 * beta * alpha / (alpha + r) ** 3 / a_plus_c
+        v = score - dlog_det_dr * e
+        return (v - (a_plus_c - a) / a_plus_c * e * jnp.dot(e, v)) / a
+
+
+# ----- conditioners ------------------------------------------------------------
+
+
+class Conditioner(nnx.Module):
+    """An MLP (tanh hidden layers) whose last layer starts at zero."""
+
+    def __init__(self, in_size, out_size, hidden_sizes, *, rngs):
+        sizes = (max(in_size, 1),) + tuple(hidden_sizes)
+        dtype = _float()
+        self.hidden = nnx.List([nnx.Linear(a, b, param_dtype=dtype, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+        zeros = nnx.initializers.zeros
+        self.out = nnx.Linear(sizes[-1], out_size, kernel_init=zeros, bias_init=zeros, param_dtype=dtype, rngs=rngs)
+
+    def __call__(self, inputs):
+        if inputs.shape[-1] == 0:  # nothing to condition on: the parameters are learned constants
+            inputs = jnp.zeros(inputs.shape[:-1] + (1,), inputs.dtype)
+        for layer in self.hidden:
+            inputs = jnp.tanh(layer(inputs))
+        return self.out(inputs)
+
+
+def _with_context(inputs, context):
+    return inputs if context is None else jnp.concatenate([inputs, context], axis=-1)
+
+
+class _Coupling(Layer):
+    """Transform half the coordinates elementwise, with parameters read off
+    the other half (which alternates with ``index``) and the context."""
+
+    def __init__(self, dimension, index, context_size, hidden_sizes, params_per_element, rngs):
+        parity = np.arange(dimension) % 2 == index % 2
+        self.kept, self.moved = tuple(np.flatnonzero(parity)), tuple(np.flatnonzero(~parity))
+        self.params_per_element = params_per_element
+        out_size = len(self.moved) * params_per_element
+        self.conditioner = Conditioner(len(self.kept) + context_size, out_size, hidden_sizes, rngs=rngs)
+
+    def _split(self, x, context):
+        kept, moved = x[np.array(self.kept, int)], x[np.array(self.moved, int)]
+        raw = self.conditioner(_with_context(kept, context)).reshape(len(self.moved), self.params_per_element)
+        return moved, raw
+
+    def _join(self, x, moved):
+        return x.at[np.array(self.moved, int)].set(moved)
+
+    def forward(self, x, context=None):
+        moved, raw = self._split(x, context)
+        moved, log_det = self.elementwise(moved, raw, inverse=False)
+        return self._join(x, moved), jnp.sum(log_det)
+
+    def inverse(self, y, context=None):
+        moved, raw = self._split(y, context)  # the kept half is unchanged: same parameters
+        moved, log_det = self.elementwise(moved, raw, inverse=True)
+        return self._join(y, moved), jnp.sum(log_det)
+
+
+class AffineCoupling(_Coupling):
+    """RealNVP: y_moved = x_moved exp(s) + t, with log scales s bounded in
+    (-scale_bound, scale_bound) by a tanh."""
+
+    def __init__(self, dimension, index=0, context_size=0, *, hidden_sizes=(32, 32), scale_bound=3.0, rngs):
+        super().__init__(dimension, index, context_size, hidden_sizes, 2, rngs)
+        self.scale_bound = scale_bound
+
+    def elementwise(self, x, raw, inverse):
+        shift, log_scale = raw[:, 0], self.scale_bound * jnp.tanh(raw[:, 1] / self.scale_bound)
+        if inverse:
+            return (x - shift) * jnp.exp(-log_scale), -log_scale
+        return x * jnp.exp(log_scale) + shift, log_scale
+
+
+class SplineCoupling(_Coupling):
+    """Rational-quadratic spline coupling: ``num_bins`` bins on
+    ``[-bound, bound]``, the identity outside."""
+
+    def __init__(self, dimension, index=0, context_size=0, *, hidden_sizes=(32, 32), num_bins=8, bound=5.0, rngs):
+        super().__init__(dimension, index, context_size, hidden_sizes, num_spline_parameters(num_bins), rngs)
+        self.bound = bound
+
+    def elementwise(self, x, raw, inverse):
+        return rq_spline(x, raw, self.bound, inverse)
+
+
+# ----- autoregressive layers ---------------------------------------------------
+
+
+class MADE(nnx.Module):
+    """A masked MLP (Germain et al., 2015): output ``i`` (of each of
+    ``outputs_per_element`` groups) depends only on inputs ``< i`` and on the
+    context. The last layer starts at zero."""
+
+    def __init__(self, dimension, context_size, hidden_sizes, outputs_per_element, *, rngs):
+        dtype = _float()
+        inputs = [1 + i for i in range(dimension)] + [0] * context_size  # context: degree 0, seen by all
+        hidden = [[1 + k % max(dimension - 1, 1) if dimension > 1 else 0 for k in range(h)] for h in hidden_sizes]
+        degrees = [inputs] + hidden
+        self.masks = tuple(
+            tuple(map(tuple, (np.array(b)[None, :] >= np.array(a)[:, None]).astype(np.float32)))
+            for a, b in zip(degrees, degrees[1:])
+        )
+        out_degrees = [1 + i for i in range(dimension)] * outputs_per_element
+        self.out_mask = tuple(map(tuple, (np.array(out_degrees)[None, :] > np.array(degrees[-1])[:, None]).astype(np.float32)))
+        self.hidden = nnx.List([nnx.Linear(len(a), len(b), param_dtype=dtype, rngs=rngs) for a, b in zip(degrees, degrees[1:])])
+        zeros = nnx.initializers.zeros
+        self.out = nnx.Linear(len(degrees[-1]), len(out_degrees), kernel_init=zeros, bias_init=zeros, param_dtype=dtype, rngs=rngs)
+
+    def __call__(self, inputs):
+        for layer, mask in zip(self.hidden, self.masks):
+            inputs = jnp.tanh(inputs @ (layer.kernel[...] * np.array(mask)) + layer.bias[...])
+        return inputs @ (self.out.kernel[...] * np.array(self.out_mask)) + self.out.bias[...]
+
+
+class _Autoregressive(Layer):
+    def __init__(self, dimension, index, context_size, hidden_sizes, scale_bound, rngs):
+        self.dimension, self.scale_bound = dimension, scale_bound
+        self.made = MADE(dimension, context_size, hidden_sizes, 2, rngs=rngs)
+
+    def _shift_log_scale(self, inputs, context):
+        raw = self.made(_with_context(inputs, context))
+        shift, raw_scale = raw[: self.dimension], raw[self.dimension :]
+        return shift, self.scale_bound * jnp.tanh(raw_scale / self.scale_bound)
+
+    def _parallel(self, y, context):
+        """x = (y - t(y)) exp(-s(y)): the direction a MADE evaluates in one pass."""
+        shift, log_scale = self._shift_log_scale(y, context)
+        return (y - shift) * jnp.exp(-log_scale), -jnp.sum(log_scale)
+
+    def _sequential(self, x, context):
+        """The y with x = (y - t(y)) exp(-s(y)): ``d`` passes, one coordinate each."""
+
+        def step(_, y):
+            shift, log_scale = self._shift_log_scale(y, context)
+            return x * jnp.exp(log_scale) + shift
+
+        y = jax.lax.fori_loop(0, self.dimension, step, jnp.zeros_like(x))
+        return y, jnp.sum(self._shift_log_scale(y, context)[1])
+
+
+class MaskedAutoregressive(_Autoregressive):
+    """MAF: the density is one MADE pass, a draw ``d`` passes. As a layer of
+    a variational family (drawn from every step) the inverse autoregressive
+    layer is usually the faster choice; this one suits maximum likelihood."""
+
+    def __init__(self, dimension, index=0, context_size=0, *, hidden_sizes=(32, 32), scale_bound=3.0, rngs):
+        super().__init__(dimension, index, context_size, hidden_sizes, scale_bound, rngs)
+
+    def forward(self, x, context=None):
+        return self._sequential(x, context)
+
+    def inverse(self, y, context=None):
+        return self._parallel(y, context)
+
+
+class InverseAutoregressive(_Autoregressive):
+    """IAF: a draw is one MADE pass, y = x exp(s(x)) + t(x); the density of
+    a given point (and the path score) takes ``d`` passes."""
+
+    def __init__(self, dimension, index=0, context_size=0, *, hidden_sizes=(32, 32), scale_bound=3.0, rngs):
+        super().__init__(dimension, index, context_size, hidden_sizes, scale_bound, rngs)
+
+    def forward(self, x, context=None):
+        shift, log_scale = self._shift_log_scale(x, context)
+        return x * jnp.exp(log_scale) + shift, jnp.sum(log_scale)
+
+    def inverse(self, y, context=None):
+        x, log_det = self._sequential_inverse(y, context)
+        return x, log_det
+
+    def _sequential_inverse(self, y, context):
+        def step(_, x):
+            shift, log_scale = self._shift_log_scale(x, context)
+            return (y - shift) * jnp.exp(-log_scale)
+
+        x = jax.lax.fori_loop(0, self.dimension, step, jnp.zeros_like(y))
+        return x, -jnp.sum(self._shift_log_scale(x, context)[1])
+
+
+def layer_factory(layer):
+    """A layer class or ``functools.partial`` of one, checked."""
+    target = layer.func if isinstance(layer, functools.partial) else layer
+    if not (isinstance(target, type) and issubclass(target, Layer)):
+        raise TypeError(
+            f"layers: expected flow layer classes (vi.AffineCoupling, ...) or functools.partial of them, got {layer!r}"
+        )
+    return layer
