@@ -213,6 +213,24 @@ class _Coupling(Layer):
         moved, log_det = self.elementwise(moved, raw, inverse=True)
         return self._join(y, moved), jnp.sum(log_det)
 
+    def score_forward(self, x, y, score, context=None):
+        """J^-T (score - grad log |det J|) without the elementwise inverse: with
+        J = [[I, 0], [dy_m/dx_k, diag f']], the moved part is
+        (score_m - d log f'/dx_m) / f' and the kept part subtracts one
+        vector-Jacobian product through the conditioner."""
+        kept_index, moved_index = np.array(self.kept, int), np.array(self.moved, int)
+        shape = (len(self.moved), self.params_per_element)
+        raw, pullback = jax.vjp(lambda k: self.conditioner(_with_context(k, context)).reshape(shape), x[kept_index])
+        moved = x[moved_index]
+        elementwise = lambda m, r: self.elementwise(m, r, inverse=False)
+        # f' and d log f' / dx_m elementwise: a forward-mode pass with unit tangents
+        (_, log_slope), (slope_tangent, log_slope_tangent) = jax.jvp(
+            lambda m: elementwise(m, raw), (moved,), (jnp.ones_like(moved),))
+        moved_score = (score[moved_index] - log_slope_tangent) / slope_tangent
+        _, raw_pullback = jax.vjp(lambda r: elementwise(moved, r), raw)
+        kept_score = score[kept_index] - pullback(raw_pullback((moved_score, jnp.ones_like(log_slope)))[0])[0]
+        return self._join(score, moved_score).at[kept_index].set(kept_score)
+
 
 class AffineCoupling(_Coupling):
     """RealNVP: y_moved = x_moved exp(s) + t, with log scales s bounded in
