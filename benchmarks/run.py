@@ -10,6 +10,7 @@
     .venv/bin/python -m benchmarks.run tempered   # only tempered SMC vs BlackJAX
     .venv/bin/python -m benchmarks.run rejection  # only gradient variance of RejectionReparam vs implicit vs REINFORCE
     .venv/bin/python -m benchmarks.run svgd       # only coin SVGD vs SVGD at three learning rates
+    .venv/bin/python -m benchmarks.run flow       # only flows: ELBO step vs hand-written JAX, path gradients
 """
 
 import argparse
@@ -26,6 +27,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/run.py`
 from benchmarks import (  # noqa: E402
     adaptation_bench,
     compile_bench,
+    flow_bench,
     importance_bench,
     importance_simple_bench,
     mcmc_bench,
@@ -41,7 +43,7 @@ from benchmarks.timing import machine_description  # noqa: E402
 __all__ = ["main"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc", "adaptation", "smc", "tempered", "rejection", "svgd")
+BENCHMARKS = ("importance", "simple", "compile", "vae", "mh", "mcmc", "adaptation", "smc", "tempered", "rejection", "svgd", "flow")
 
 
 def _ints(text):
@@ -71,6 +73,7 @@ def _parse(argv):
     parser.add_argument("--skip-tempered", action="store_true")
     parser.add_argument("--skip-rejection", action="store_true")
     parser.add_argument("--skip-svgd", action="store_true")
+    parser.add_argument("--skip-flow", action="store_true")
     parser.add_argument("--vae-repeats", type=int, help="interleaved repeats of 200 VAE steps (default 15, 5 with --quick)")
     parser.add_argument("--mh-repeats", type=int, help="interleaved repeats of the MH chains (default 15, 5 with --quick)")
     parser.add_argument(
@@ -95,6 +98,7 @@ def _parse(argv):
     args.skip_tempered |= "tempered" not in selected
     args.skip_rejection |= "rejection" not in selected
     args.skip_svgd |= "svgd" not in selected
+    args.skip_flow |= "flow" not in selected
     args.vae_repeats = args.vae_repeats or (5 if quick else 15)
     args.mh_repeats = args.mh_repeats or (5 if quick else 15)
     args.mcmc_repeats = args.mcmc_repeats or (2 if quick else 5)
@@ -355,6 +359,8 @@ def main(argv=None):
         body += rejection_bench.run()[0] + [""]
     if not args.skip_svgd:
         body += svgd_bench.run()[0] + [""]
+    if not args.skip_flow:
+        body += flow_bench.run()[0] + [""]
     targets = _targets(medians, compile_results, args.sizes, args.compile_sizes)
     extra = _smc_targets(smc_ratios, tempered_ratios)
     lines += targets[:-1] + _simple_targets(simple_medians) + _vae_targets(vae_medians, vae_cpu) + _mh_targets(mh_medians) + _mcmc_targets(mcmc_figures) + extra + [""] + body

@@ -44,25 +44,36 @@ def base_log_prob(x):
     return -0.5 * jnp.sum(x**2)
 
 
-@pytest.mark.parametrize("context", [None, jnp.array([0.3, -1.0])], ids=["plain", "context"])
-@pytest.mark.parametrize("name", list(LAYERS))
-def test_layer_jacobian_inverse_and_score_recursions(name, context):
-    dimension = 3
-    layer = LAYERS[name](dimension, 1, 0 if context is None else 2, rngs=nnx.Rngs(0))
-    layer = perturbed(layer, jax.random.key(1))
-    x = jnp.array([0.4, -1.3, 0.9])
+def layer_checks(layer, x, context):
+    """Everything the layer test compares, computed in one jitted call."""
     y, log_det = layer.forward(x, context)
     jacobian = jax.jacfwd(lambda v: layer.forward(v, context)[0])(x)
-    np.testing.assert_allclose(log_det, jnp.linalg.slogdet(jacobian)[1], atol=1e-5)
     back, inverse_log_det = layer.inverse(y, context)
-    np.testing.assert_allclose(back, x, atol=1e-5)
-    np.testing.assert_allclose(inverse_log_det, -log_det, atol=1e-5)
-    # forward recursion: the score of the pushed-forward density at y
+    # the score of the pushed-forward density at y, and the gradient at x of f(T(x)) |det J| for f = base
     pushed = lambda v: (lambda xi, ld: base_log_prob(xi) + ld)(*layer.inverse(v, context))
-    np.testing.assert_allclose(layer.score_forward(x, y, -x, context), jax.grad(pushed)(y), rtol=1e-5, atol=2e-5)
-    # inverse recursion: the gradient at x of f(T(x)) |det J|, for f = base
     pulled = lambda v: (lambda yi, ld: base_log_prob(yi) + ld)(*layer.forward(v, context))
-    np.testing.assert_allclose(layer.score_inverse(x, y, -y, context), jax.grad(pulled)(x), rtol=1e-5, atol=2e-5)
+    return {
+        "log_det": (log_det, jnp.linalg.slogdet(jacobian)[1]),
+        "inverse": (back, x),
+        "inverse_log_det": (inverse_log_det, -log_det),
+        "score_forward": (layer.score_forward(x, y, -x, context), jax.grad(pushed)(y)),
+        "score_inverse": (layer.score_inverse(x, y, -y, context), jax.grad(pulled)(x)),
+    }
+
+
+# Planar and radial layers read no context; the others are checked with one
+# (their conditioners read it), and affine coupling without too.
+CASES = [("planar", False), ("radial", False), ("affine", False)] + [(n, True) for n in ("affine", "spline", "maf", "iaf")]
+
+
+@pytest.mark.parametrize("name, with_context", CASES, ids=[f"{n}-{'context' if c else 'plain'}" for n, c in CASES])
+def test_layer_jacobian_inverse_and_score_recursions(name, with_context):
+    context = jnp.array([0.3, -1.0]) if with_context else None
+    layer = LAYERS[name](3, 1, 2 if with_context else 0, rngs=nnx.Rngs(0))
+    layer = perturbed(layer, jax.random.key(1))
+    checks = jax.jit(layer_checks)(layer, jnp.array([0.4, -1.3, 0.9]), context)
+    for what, (actual, expected) in checks.items():
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=2e-5, err_msg=what)
 
 
 def test_autoregressive_layers_have_triangular_jacobians():
@@ -109,11 +120,11 @@ def flow_guide():
 
 def test_flow_draws_lie_in_the_supports_and_assess_matches_simulate(flow_guide):
     guide, params = flow_guide
-    traces = jax.vmap(lambda k: guide.simulate(k, (params,)))(jax.random.split(jax.random.key(0), 64))
+    traces = jax.jit(jax.vmap(lambda k: guide.simulate(k, (params,))))(jax.random.split(jax.random.key(0), 64))
     assert guide.dimension == 1 + 2 + 2
     assert bool(jnp.all(traces.choices["scale"] > 0))
     np.testing.assert_allclose(traces.choices["weights"].sum(-1), 1.0, atol=1e-5)
-    assessed = jax.vmap(lambda c: guide.assess(c, (params,))[0])(traces.choices)
+    assessed = jax.jit(jax.vmap(lambda c: guide.assess(c, (params,))[0]))(traces.choices)
     np.testing.assert_allclose(assessed, traces.log_density, atol=1e-4)
 
 
@@ -182,15 +193,16 @@ def slow_stl(guide):
     return objective
 
 
-@pytest.mark.parametrize("name", list(LAYERS))
-def test_fast_path_gradient_equals_the_one_through_the_inverse(name):
-    guide = vi.flow(banana, (None,), {}, layers=[LAYERS[name]] * 3)
+def test_fast_path_gradient_equals_the_one_through_the_inverse():
+    """One flow with a layer of every type (one compilation; each layer's own
+    recursion is checked above)."""
+    guide = vi.flow(banana, (None,), {}, layers=list(LAYERS.values()))
     params = {"guide": perturbed(guide.init_flow(), jax.random.key(5), 0.1)}
     fast = vi.stl_elbo(banana, guide)
     keys = jax.random.split(jax.random.key(6), 8)
-    fast_grads = jax.vmap(lambda k: fast.grad_estimate(k, params, {}))(keys)
-    slow_grads = jax.vmap(lambda k: slow_stl(guide).grad_estimate(k, params))(keys)
-    standard = jax.vmap(lambda k: vi.elbo(banana, guide).grad_estimate(k, params, {}))(keys)
+    fast_grads = jax.jit(jax.vmap(lambda k: fast.grad_estimate(k, params, {})))(keys)
+    slow_grads = jax.jit(jax.vmap(lambda k: slow_stl(guide).grad_estimate(k, params)))(keys)
+    standard = jax.jit(jax.vmap(lambda k: vi.elbo(banana, guide).grad_estimate(k, params, {})))(keys)
     for f, s, e in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(slow_grads), jax.tree.leaves(standard)):
         np.testing.assert_allclose(f, s, atol=2e-4, rtol=2e-3)
     differs = [not np.allclose(f, e, atol=1e-3) for f, e in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(standard))]
@@ -213,7 +225,7 @@ def test_flows_recover_a_correlated_gaussian_posterior():
     guide = vi.flow(model, (None,), {"x": x}, layers=[functools.partial(vi.AffineCoupling, hidden_sizes=(16,))] * 4)
     objective = vi.stl_elbo(model, guide)
     result = vi.fit(objective, guide.init_params(), optax.adam(5e-3), 2000, ({"x": x},), key=jax.random.key(0), progress=False)
-    estimates = jax.vmap(lambda k: objective.estimate(k, result.params, {"x": x}))(jax.random.split(jax.random.key(1), 2000))
+    estimates = jax.jit(jax.vmap(lambda k: objective.estimate(k, result.params, {"x": x})))(jax.random.split(jax.random.key(1), 2000))
     gap = float(log_evidence - estimates.mean())
     standard_error = float(estimates.std() / np.sqrt(len(estimates)))
     assert -K * standard_error < gap < 0.02  # the ELBO is a lower bound, nearly tight
@@ -236,15 +248,16 @@ def target(params):
 def test_forward_kl_path_gradient_is_unbiased_and_zero_at_the_target():
     guide = vi.flow(target, (None,), {}, layers=[vi.AffineCoupling, vi.MaskedAutoregressive, vi.Radial])
     params = {"guide": perturbed(guide.init_flow(), jax.random.key(7), 0.2)}
-    draws = target.vmap(in_axes=None, axis_size=4000).simulate(jax.random.key(8), (None,)).choices
+    draws = target.vmap(in_axes=None, axis_size=2000).simulate(jax.random.key(8), (None,)).choices
     path, plain = vi.forward_kl(guide, target, {}), vi.forward_kl(guide)
-    one = lambda objective: jax.vmap(lambda d: objective.grad_estimate(jax.random.key(0), params, jax.tree.map(lambda v: v[None], d)))
+    one = lambda objective: jax.jit(jax.vmap(lambda d: objective.grad_estimate(jax.random.key(0), params, jax.tree.map(lambda v: v[None], d))))
     path_grads, plain_grads = one(path)(draws), one(plain)(draws)
     for p, q in zip(jax.tree.leaves(path_grads), jax.tree.leaves(plain_grads)):
         difference = np.asarray(p - q).reshape(len(p), -1)
         standard_error = difference.std(0) / np.sqrt(len(p)) + 1e-6
         assert np.all(np.abs(difference.mean(0)) < K * standard_error)
-    assert np.isclose(path.estimate(jax.random.key(0), params, draws), plain.estimate(jax.random.key(0), params, draws))
+    values = jax.jit(lambda d: (path.estimate(jax.random.key(0), params, d), plain.estimate(jax.random.key(0), params, d)))(draws)
+    assert np.isclose(*values)
     # a flow that is the target (here: a standard normal target and the identity flow)
     @ppl.gen
     def standard(params):
@@ -253,8 +266,8 @@ def test_forward_kl_path_gradient_is_unbiased_and_zero_at_the_target():
     exact = vi.flow(standard, (None,), {}, layers=[vi.AffineCoupling] * 2)
     identity = exact.init_params()
     normal_draws = {"z": jax.random.normal(jax.random.key(9), (64, 2))}
-    grads = vi.forward_kl(exact, standard, {}).grad_estimate(jax.random.key(0), identity, normal_draws)
-    plain_grads = vi.forward_kl(exact).grad_estimate(jax.random.key(0), identity, normal_draws)
+    grads = jax.jit(vi.forward_kl(exact, standard, {}).grad_estimate)(jax.random.key(0), identity, normal_draws)
+    plain_grads = jax.jit(vi.forward_kl(exact).grad_estimate)(jax.random.key(0), identity, normal_draws)
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) < 1e-5
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(plain_grads)) > 1e-2
 
@@ -285,7 +298,7 @@ def test_forward_kl_path_gradient_needs_a_flow_and_observations():
 def test_every_objective_takes_a_flow(make, flow_guide):
     guide, params = flow_guide
     objective = make(constrained_model, guide)
-    grads = objective.grad_estimate(jax.random.key(0), params, {"y": 0.3})
+    grads = jax.jit(objective.grad_estimate)(jax.random.key(0), params, {"y": 0.3})
     leaves = jax.tree.leaves(grads)
     assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
