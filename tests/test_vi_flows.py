@@ -333,3 +333,14 @@ def test_an_amortized_flow_learns_a_posterior_for_every_datum():
     with pytest.raises(ValueError, match="context vector of shape \\(4,\\)"):
         bad = {"encoder": {"encoder": lambda x: jnp.zeros(3), "flow": guide.init_flow()}}
         guide.simulate(jax.random.key(0), (bad, 0.0))
+
+
+def test_a_flow_density_is_scaled_as_a_whole_or_not_at_all(flow_guide):
+    guide, params = flow_guide
+    choices, log_q = vi.sim(guide, jax.random.key(0), (params,))
+    everything = {"scale": 3.0, "weights": 3.0, "loc": 3.0}
+    np.testing.assert_allclose(vi.density(guide, choices, (params,), scale=everything), 3.0 * log_q, rtol=1e-5)
+    with pytest.raises(ValueError, match="one joint density"):
+        vi.density(guide, choices, (params,), scale={"scale": 3.0})
+    with pytest.raises(ValueError, match="at least one latent"):
+        vi.flow(constrained_model, (None,), {"y": 0.3, "scale": 1.0, "weights": jnp.ones(3) / 3, "loc": jnp.zeros(2)}, [vi.Planar])

@@ -70,12 +70,28 @@ def _rescaled(gf, choices, args, log_density, scale):
     ``factor`` times."""
     if not scale:
         return log_density
+    joint = getattr(gf, "joint_addresses", None)  # a flow: one density for all its latents
+    if joint is not None:
+        return _rescaled_joint(gf, joint, log_density, scale)
     per_choice = ppl.site_log_densities(gf, choices, args)
     for address, factor in scale.items():
         part = ppl.get(per_choice, address)
         if part is not None:
             log_density = log_density + (factor - 1.0) * _total(part)
     return log_density
+
+
+def _rescaled_joint(gf, addresses, log_density, scale):
+    factors = {ppl.choicemap.as_path(a): f for a, f in scale.items()}
+    mine = {address: factors[address] for address in addresses if address in factors}
+    if not mine:
+        return log_density
+    if len(mine) < len(addresses) or len(set(mine.values())) > 1:
+        raise ValueError(
+            f"{gf!r} has one joint density for all its latents: scale them all by one factor or none, "
+            f"got {({ppl.errors.format_address(a): f for a, f in mine.items()})}"
+        )
+    return next(iter(mine.values())) * log_density
 
 
 def _total(per_choice):

@@ -149,6 +149,9 @@ class FlowFamily(GenerativeFunction):
         self.latents, self.layers, self.name = tuple(latents), tuple(layer_factory(l) for l in layers), name
         self.amortized, self.context_size, self.path = amortized, context_size, path
         self.dimension = sum(latent.size for latent in self.latents)
+        if not self.latents:
+            raise ValueError("a flow family needs at least one latent choice; the model has none (all observed?)")
+        self.joint_addresses = tuple(latent.address for latent in self.latents)  # scaled together or not at all
 
     def __repr__(self):
         kind = "amortized_flow" if self.amortized else "flow"
