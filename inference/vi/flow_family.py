@@ -202,14 +202,12 @@ class FlowFamily(GenerativeFunction):
 
     def _edit(self, key, args, constraints, prev, selection, path):
         distribution = self._distribution(args)
-        given = constraints if constraints is not None else None
         keep = prev is not None and constraints is None and not _selects_any(selection, self.latents)
         if prev is not None and constraints is None and not keep and not _selects_all(selection, self.latents):
             raise AddressError(
                 f"{self!r} draws its latents jointly: select all of them or none, got a selection of some"
             )
-        if given is None and keep:
-            given = prev.choices
+        given = prev.choices if keep else constraints  # None: a fresh joint draw
         if given is not None:
             values = given
             log_q = kept = self._log_q(distribution, given, path)
