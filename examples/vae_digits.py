@@ -364,14 +364,11 @@ def make_runs(seed, image, num_particles):
     guide, flow_guide = make_guide(init_params(seed), image), make_flow_guide(init_params(seed), image)
     per_image = lambda objective: vi.per_datum(objective, in_axes=(0, 0))
     evaluate = make_evaluator(guide, num_particles)  # compiled once, for both models trained with this guide
+    flow_run = (per_image(vi.elbo(model, flow_guide)), make_evaluator(flow_guide, num_particles))
     return {
         "ELBO": (per_image(vi.elbo(model, guide)), evaluate, None),
         "IWELBO(5)": (per_image(vi.iwelbo(model, guide, 5)), evaluate, None),
-        "ELBO (flow)": (
-            per_image(vi.elbo(model, flow_guide)),
-            make_evaluator(flow_guide, num_particles),
-            init_flow_params(seed, flow_guide),
-        ),
+        "ELBO (flow)": (*flow_run, init_flow_params(seed, flow_guide)),
     }
 
 
