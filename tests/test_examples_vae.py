@@ -1,12 +1,18 @@
 """The VAE example (examples/vae_digits.py), briefly: a short ELBO run on a
 few digits improves its objective, the IWELBO(K) estimator of the trained
-model lies above its ELBO (as it must, on average), and the plots draw.
+model lies above its ELBO (as it must, on average), the same for the flow
+encoder, and the plots draw.
 
 The full example trains for thousands of steps; here 60 steps on 256 images
 keep the test to seconds (most of it is compilation). The IWELBO(20)-minus-ELBO
 gap on held-out images is checked against K standard errors of its mean over
-images (seeds fixed); at these parameters it is about 1.2 nats per image,
-some 7 standard errors wide.
+images (seeds fixed); at these parameters it is about 0.97 nats per image
+(7.7 standard errors) with the normal encoder and 0.48 (7.0 standard errors)
+with the flow encoder, whose ELBO is the tighter. The objective rises from
+about -45 to -27 (normal) and -29 (flow) nats per image.
+
+Time (pytest, 2-core CPU): about 20 s, of which the flow encoder's test is
+9-10 s (the file took 9.7 s without it).
 """
 
 import importlib.util
@@ -15,6 +21,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from ppl.inference import vi
 
@@ -41,21 +48,42 @@ class IwelboMinusElbo:
         return iwelbo - self.elbo.estimate(key_elbo, params, observations, image)
 
 
-def test_short_training_improves_and_iwelbo_is_above_elbo():
+def short_run(guide, params=None):
+    """NUM_STEPS of the ELBO on NUM_IMAGES training images; returns the
+    FitResult and per-image IWELBO(20) minus ELBO on as many test images."""
     (train_images, _), (test_images, _) = vae_digits.load_data()
     images = jnp.asarray(train_images[:NUM_IMAGES])
-    guide = vae_digits.make_guide(vae_digits.init_params(0), images[0])
     objective = vi.per_datum(vi.elbo(vae_digits.model, guide), in_axes=(0, 0))
-    result, _ = vae_digits.train(objective, images, NUM_STEPS, seed=0, progress=False)
-    per_image = result.history / NUM_IMAGES
-    assert result.history.shape == (NUM_STEPS,)
-    assert per_image[-10:].mean() > per_image[:10].mean() + 5.0  # from about -45 to about -27 nats per image
-
+    result, _ = vae_digits.train(objective, images, NUM_STEPS, seed=0, progress=False, params=params)
     gap = IwelboMinusElbo(vi.iwelbo(vae_digits.model, guide, 20), vi.elbo(vae_digits.model, guide))
     estimate = vae_digits.per_image_estimator(gap, chunk_size=NUM_IMAGES)
-    difference = estimate(result.params, jnp.asarray(test_images[:NUM_IMAGES]), jax.random.key(1))
+    return result, estimate(result.params, jnp.asarray(test_images[:NUM_IMAGES]), jax.random.key(1))
+
+
+def assert_improves_and_iwelbo_is_above_elbo(result, difference):
+    per_image = result.history / NUM_IMAGES
+    assert result.history.shape == (NUM_STEPS,)
+    assert per_image[-10:].mean() > per_image[:10].mean() + 5.0, (per_image[:10].mean(), per_image[-10:].mean())
     standard_error = difference.std(ddof=1) / np.sqrt(len(difference))
     assert difference.mean() > K * standard_error, (difference.mean(), standard_error)
+
+
+def test_short_training_improves_and_iwelbo_is_above_elbo():
+    images = jnp.asarray(vae_digits.load_data()[0][0][:1])
+    guide = vae_digits.make_guide(vae_digits.init_params(0), images[0])
+    assert_improves_and_iwelbo_is_above_elbo(*short_run(guide))
+
+
+def test_the_flow_encoder_trains_and_its_iwelbo_is_above_its_elbo():
+    images = jnp.asarray(vae_digits.load_data()[0][0][:3])
+    guide = vae_digits.make_flow_guide(vae_digits.init_params(0), images[0])
+    params = vae_digits.init_flow_params(0, guide)
+    same = jax.tree.map(jnp.array_equal, nnx.state(params["decoder"]), nnx.state(vae_digits.init_params(0)["decoder"]))
+    assert all(jax.tree.leaves(same))  # both encoders start with the same decoder
+    result, difference = short_run(guide, params)
+    assert_improves_and_iwelbo_is_above_elbo(result, difference)
+    reconstructions = vae_digits.reconstruct(result.params, images)
+    assert reconstructions.shape == (3, 64) and np.all((reconstructions >= 0) & (reconstructions <= 1))
 
 
 def test_plots_draw(tmp_path):
