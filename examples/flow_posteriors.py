@@ -24,21 +24,21 @@ Each is fitted by three families, each trained by ``vi.fit`` (Adam, step
 Why IAF: both targets are "one coordinate, then the others affinely given
 it" (x = exp(v / 2) eps, b = a + a^2 / 2 + 0.25 eps), which an affine
 autoregressive layer in the model's order (v, or a, first) represents, up to
-its network's approximation; and an IAF layer draws in one pass, which is
-what the ELBO needs at every step. The alternatives, measured at the same
-settings (``FLOW_LAYERS`` swapped, ELBO on funnel / banana): six affine
-coupling layers, -0.054 / -0.015: as good on the banana (in 2-D a coupling
-layer is such a map), worse on the funnel, because coupling's alternating
-halves of (v, x_1, x_2) move x_2 only given x_1, never given v alone; four
-spline coupling layers (8 bins on [-5, 5]), -0.266 / -0.026: a spline is the
-identity outside its bound, so it cannot widen the funnel's mouth, and its
-tails are the base's (its banana IWELBO(100) stays at -0.017).
+its network's approximation (every other layer runs in the reverse order);
+and an IAF layer draws in one pass, which is what the ELBO needs at every
+step. The alternatives, measured at the same settings (``FLOW_LAYERS``
+swapped, ELBO on funnel / banana): six affine coupling layers, -0.064 /
+-0.016, as good on the banana (in 2-D a coupling layer is such a map), worse
+on the funnel; four spline coupling layers (8 bins on [-5, 5]), -0.254 /
+-0.025: a spline is the identity outside its bound, so it cannot widen the
+funnel's mouth, and its tails are the base's (its banana IWELBO(100) stays
+at -0.017).
 
 For a flow ``stl_elbo`` takes the fast path gradient (the score of the draw
 from the flow's forward recursion). It matters for the flows only:
 ``main(objective=vi.elbo)``, training every family on the plain ELBO, left
-the normals within 0.003 nats of the table below, but the flows at -0.024
-(funnel) and -0.043 (banana), two to four times as far from log Z.
+the normals within 0.003 nats of the table below, but the flows at -0.021
+(funnel) and -0.034 (banana), two to five times as far from log Z.
 
 After training, on fresh draws: 2,000 IWELBO(100) estimates, each the log
 mean of the importance weights p(z) / q(z) of 100 draws z ~ q, and the ELBO
@@ -51,18 +51,18 @@ Measured (seed 0, float32, ``main()``; standard errors in brackets):
     target  family      ELBO               IWELBO(100)
     funnel  mean_field  -1.1592 (0.0027)   -0.5912 (0.0092)
     funnel  full_rank   -1.1574 (0.0028)   -0.5735 (0.0100)
-    funnel  flow        -0.0062 (0.0002)   +0.0003 (0.0003)
+    funnel  flow        -0.0083 (0.0003)   +0.0001 (0.0007)
     banana  mean_field  -0.9421 (0.0019)   -0.5343 (0.0088)
     banana  full_rank   -0.5607 (0.0017)   -0.2554 (0.0071)
-    banana  flow        -0.0205 (0.0009)   -0.0029 (0.0005)
+    banana  flow        -0.0074 (0.0002)   -0.0021 (0.0005)
 
 The full-rank normal gains nothing on the funnel (v and x are uncorrelated:
 their dependence is all in the scale) and 0.38 nats on the banana (its
-tilt); the flow comes within 0.006 (funnel) and 0.02 nats (banana) of log Z,
-and its IWELBO(100) within noise (funnel) and 0.003 nats (banana) of it.
+tilt); the flow comes within 0.008 (funnel) and 0.007 nats (banana) of log
+Z, and its IWELBO(100) within noise (funnel) and 0.002 nats (banana) of it.
 
 Run it with ``.venv/bin/python examples/flow_posteriors.py`` (about
-40 s). It prints the table and saves examples/output/flow_posteriors.png:
+30 s). It prints the table and saves examples/output/flow_posteriors.png:
 one row per target, one panel per family, the family's draws over the
 target's density contours (for the funnel, the (x_1, v) marginal).
 """

@@ -76,11 +76,21 @@ def test_layer_jacobian_inverse_and_score_recursions(name, with_context):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=2e-5, err_msg=what)
 
 
-def test_autoregressive_layers_have_triangular_jacobians():
+def test_autoregressive_layers_are_triangular_in_alternating_orders():
+    x = jnp.array([0.1, 0.7, -0.4, 1.2])
     for cls in (vi.MaskedAutoregressive, vi.InverseAutoregressive):
-        layer = perturbed(cls(4, rngs=nnx.Rngs(0)), jax.random.key(2))
-        jacobian = jax.jacfwd(lambda v: layer.forward(v)[0])(jnp.array([0.1, 0.7, -0.4, 1.2]))
-        np.testing.assert_allclose(jnp.triu(jacobian, 1), 0.0, atol=1e-6)
+        for index in (0, 1):  # odd layers run in the reverse order
+            layer = perturbed(cls(4, index, rngs=nnx.Rngs(0)), jax.random.key(2))
+            jacobian = jax.jacfwd(lambda v: layer.forward(v)[0])(x)
+            zero, nonzero = (jnp.triu(jacobian, 1), jnp.tril(jacobian, -1))[:: 1 if index == 0 else -1]
+            np.testing.assert_allclose(zero, 0.0, atol=1e-6)
+            assert float(jnp.abs(nonzero).sum()) > 1e-3
+
+
+def test_four_coupling_layers_move_every_coordinate_given_every_other():
+    flow = perturbed(vi.Flow(3, [vi.AffineCoupling] * 4, rngs=nnx.Rngs(0)), jax.random.key(3))
+    jacobian = jax.jacfwd(lambda v: flow.forward(v)[0])(jnp.array([0.3, -0.2, 0.8]))
+    assert bool(jnp.all(jnp.abs(jacobian) > 1e-4))  # no structural zero left
 
 
 def test_planar_stays_invertible_where_w_dot_u_is_below_minus_one():

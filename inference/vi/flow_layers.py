@@ -180,6 +180,15 @@ class Conditioner(nnx.Module):
         return self.out(inputs)
 
 
+def _coupling_mask(dimension, index):
+    """Which coordinates layer ``index`` keeps: alternately the even and the
+    odd ones, then the first and the second half, and so on, so that after
+    four layers every coordinate has been moved given every other."""
+    positions = np.arange(dimension)
+    kept = positions % 2 == 0 if (index // 2) % 2 == 0 else positions < (dimension + 1) // 2
+    return kept if index % 2 == 0 else ~kept
+
+
 def _with_context(inputs, context):
     return inputs if context is None else jnp.concatenate([inputs, context], axis=-1)
 
@@ -189,8 +198,8 @@ class _Coupling(Layer):
     the other half (which alternates with ``index``) and the context."""
 
     def __init__(self, dimension, index, context_size, hidden_sizes, params_per_element, rngs):
-        parity = np.arange(dimension) % 2 == index % 2
-        self.kept, self.moved = tuple(np.flatnonzero(parity)), tuple(np.flatnonzero(~parity))
+        kept = _coupling_mask(dimension, index)
+        self.kept, self.moved = tuple(np.flatnonzero(kept)), tuple(np.flatnonzero(~kept))
         self.params_per_element = params_per_element
         out_size = len(self.moved) * params_per_element
         self.conditioner = Conditioner(len(self.kept) + context_size, out_size, hidden_sizes, rngs=rngs)
@@ -264,19 +273,21 @@ class SplineCoupling(_Coupling):
 
 class MADE(nnx.Module):
     """A masked MLP (Germain et al., 2015): output ``i`` (of each of
-    ``outputs_per_element`` groups) depends only on inputs ``< i`` and on the
-    context. The last layer starts at zero."""
+    ``outputs_per_element`` groups) depends only on the inputs before ``i`` in
+    ``order`` (default: the coordinates' own) and on the context. The last
+    layer starts at zero."""
 
-    def __init__(self, dimension, context_size, hidden_sizes, outputs_per_element, *, rngs):
+    def __init__(self, dimension, context_size, hidden_sizes, outputs_per_element, *, order=None, rngs):
         dtype = _float()
-        inputs = [1 + i for i in range(dimension)] + [0] * context_size  # context: degree 0, seen by all
+        order = list(range(dimension)) if order is None else list(order)  # coordinate i comes order[i]-th
+        inputs = [1 + order[i] for i in range(dimension)] + [0] * context_size  # context: degree 0, seen by all
         hidden = [[1 + k % max(dimension - 1, 1) if dimension > 1 else 0 for k in range(h)] for h in hidden_sizes]
         degrees = [inputs] + hidden
         self.masks = tuple(
             tuple(map(tuple, (np.array(b)[None, :] >= np.array(a)[:, None]).astype(np.float32)))
             for a, b in zip(degrees, degrees[1:])
         )
-        out_degrees = [1 + i for i in range(dimension)] * outputs_per_element
+        out_degrees = inputs[:dimension] * outputs_per_element
         self.out_mask = tuple(map(tuple, (np.array(out_degrees)[None, :] > np.array(degrees[-1])[:, None]).astype(np.float32)))
         self.hidden = nnx.List([nnx.Linear(len(a), len(b), param_dtype=dtype, rngs=rngs) for a, b in zip(degrees, degrees[1:])])
         zeros = nnx.initializers.zeros
@@ -291,7 +302,9 @@ class MADE(nnx.Module):
 class _Autoregressive(Layer):
     def __init__(self, dimension, index, context_size, hidden_sizes, scale_bound, rngs):
         self.dimension, self.scale_bound = dimension, scale_bound
-        self.made = MADE(dimension, context_size, hidden_sizes, 2, rngs=rngs)
+        # every other layer runs in the reverse order, so stacked layers condition both ways
+        order = range(dimension) if index % 2 == 0 else range(dimension - 1, -1, -1)
+        self.made = MADE(dimension, context_size, hidden_sizes, 2, order=order, rngs=rngs)
 
     def _shift_log_scale(self, inputs, context):
         raw = self.made(_with_context(inputs, context))
