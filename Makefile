@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/python examples/quickstart.py
 
+# Two workers (the CI machine has two cores; most of the suite is XLA
+# compilation, one core each); a file's tests stay in one worker.
 test: venv
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 bench: venv
 	$(BIN)/python -m pip install -e '.[dev,bench]'
