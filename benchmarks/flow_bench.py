@@ -2,10 +2,13 @@
 
 (K1) One flow-ELBO training step (affine coupling, 4 layers) in ppl against
 the same step hand-written in JAX + optax: ``STEPS`` steps inside one jitted
-``lax.scan`` (as ``vi.fit`` runs them), interleaved repeats, medians.
+``lax.scan`` (as ``vi.fit`` runs them), interleaved repeats, medians; the
+hand-written step compiled a second time is timed too, as a reference for
+the noise between two copies of one program.
 
 (K2) Path gradients (sticking the landing) for every layer type: the cost of
-one gradient of the ``DRAWS``-draw ELBO by the standard reparameterised
+one gradient (20 per jitted call, interleaved calls, medians) of the
+``DRAWS``-draw ELBO by the standard reparameterised
 estimator (``vi.elbo``), by ppl's fast path estimator (``vi.stl_elbo``: the
 score grad_x log q from the forward recursion) and by the path estimator
 computed the slow way (log q of each draw through the inverse at held
@@ -17,9 +20,9 @@ final ELBO (``EVAL_DRAWS`` draws, with its standard error) after
 """
 
 import functools
-import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import flow_systems as systems
@@ -29,7 +32,7 @@ from ppl.inference import vi
 
 __all__ = ["run"]
 
-STEPS, REPEATS = 100, 7
+STEPS, REPEATS = 300, 15
 PRETRAIN, TRAIN, VARIANCE_KEYS, EVAL_DRAWS = 1000, 2000, 256, 20_000
 HIDDEN = (systems.HIDDEN, systems.HIDDEN)
 LAYER_TYPES = {
@@ -56,7 +59,13 @@ def _step_timing():
     flow = systems.initial_flow(guide)
     ppl_step, ppl_state = systems.make_ppl_step(guide, flow)
     hand_step, hand_state = systems.make_hand_step(flow)
-    runs = {"hand-written JAX + optax": (_scanned(hand_step), hand_state), "ppl": (_scanned(ppl_step), ppl_state)}
+    copy_step, copy_state = systems.make_hand_step(flow)
+    runs = {
+        "hand-written JAX + optax": (_scanned(hand_step), hand_state),
+        "ppl": (_scanned(ppl_step), ppl_state),
+        # the same program compiled again: how far two copies of one program drift apart here
+        "hand-written again (noise reference)": (_scanned(copy_step), copy_state),
+    }
     states = {name: jax.block_until_ready(fn(state))[0] for name, (fn, state) in runs.items()}  # compile
 
     def call(name):
@@ -86,15 +95,24 @@ def _objectives(guide):
     }
 
 
-def _gradient_seconds(objective, params, repeats=5):
-    grad = jax.jit(lambda key, params: vi.averaged(objective, systems.DRAWS).grad_estimate(key, params, {}))
-    jax.block_until_ready(grad(jax.random.key(0), params))
-    best = float("inf")
-    for r in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(grad(jax.random.key(r + 1), params))
-        best = min(best, time.perf_counter() - start)
-    return best
+def _gradient_seconds(objectives, params, repeats=7, per_call=20):
+    """{name: median seconds per gradient}: ``per_call`` gradients (fresh keys)
+    inside one jitted scan per call, the estimators' calls interleaved."""
+
+    def gradients(objective):
+        def run(key):
+            def one(total, k):
+                grad = vi.averaged(objective, systems.DRAWS).grad_estimate(k, params, {})
+                return jax.tree.map(jnp.add, total, grad), None
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            return jax.lax.scan(one, zeros, jax.random.split(key, per_call))[0]
+        return jax.jit(run)
+
+    calls = {name: gradients(objective) for name, objective in objectives.items()}
+    for call in calls.values():
+        jax.block_until_ready(call(jax.random.key(0)))
+    times, _ = interleaved({name: (lambda r, c=call: c(jax.random.key(r + 1))) for name, call in calls.items()}, repeats)
+    return {name: summary(t)[0] / per_call for name, t in times.items()}
 
 
 def _train(objective, flow, guide, steps):
@@ -122,7 +140,7 @@ def _path_figures(name, layer, train, log):
     guide = systems.make_guide(layer, num_layers)
     start = {"guide": systems.initial_flow(guide)}
     objectives = _objectives(guide)
-    seconds = {kind: _gradient_seconds(objective, start) for kind, objective in objectives.items()}
+    seconds = _gradient_seconds(objectives, start)
     log(f"  {name:16s} gradient ms: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in seconds.items()))
     row = {"seconds": seconds}
     if train:
