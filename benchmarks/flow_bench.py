@@ -1,21 +1,21 @@
 """(K) Normalizing flows on Neal's funnel (systems in ``flow_systems.py``).
 
 (K1) One flow-ELBO training step (affine coupling, 4 layers) in ppl against
-the same step hand-written in JAX + optax: ``STEPS`` steps inside one jitted
+the same step hand-written in JAX + optax: 300 steps inside one jitted
 ``lax.scan`` (as ``vi.fit`` runs them), interleaved repeats, medians; the
 hand-written step compiled a second time is timed too, as a reference for
 the noise between two copies of one program.
 
 (K2) Path gradients (sticking the landing) for every layer type: the cost of
 one gradient (20 per jitted call, interleaved calls, medians) of the
-``DRAWS``-draw ELBO by the standard reparameterised
+256-draw ELBO by the standard reparameterised
 estimator (``vi.elbo``), by ppl's fast path estimator (``vi.stl_elbo``: the
 score grad_x log q from the forward recursion) and by the path estimator
 computed the slow way (log q of each draw through the inverse at held
 parameters); the gradient variance of the standard and the fast path
-estimators at a flow trained for ``PRETRAIN`` steps (mean over coordinates
-of the variance over ``VARIANCE_KEYS`` single-draw estimates); and the
-final ELBO (``EVAL_DRAWS`` draws, with its standard error) after
+estimators at a flow trained for 1,000 steps (mean over coordinates
+of the variance over 256 single-draw estimates); and the
+final ELBO (20,000 draws, with its standard error) after
 ``TRAIN`` steps with each estimator from the same start.
 """
 
