@@ -301,6 +301,17 @@ def amortized_flow(model, args, observations, layers, context_size, name="encode
     family's parameters are ``{"encoder": network, "flow": Flow}``; the network
     maps the family's arguments (after ``params``) to a context vector of
     ``context_size`` numbers, which every coupling and autoregressive layer's
-    conditioner reads. Build the flow with ``guide.init_flow(key)``."""
+    conditioner reads. Build the flow with ``guide.init_flow(key)``.
+
+    >>> @ppl.gen
+    ... def model(params, x):
+    ...     z = ppl.sample("z", dist.Normal(0.0, 1.0))
+    ...     ppl.sample("x", dist.Normal(z, 0.5))
+    >>> guide = vi.amortized_flow(model, (None, 0.0), {"x": 0.0}, [vi.AffineCoupling] * 2, context_size=3)
+    >>> encoder = lambda x: jnp.stack([x, x**2, 1.0])  # any function or nnx module of the arguments
+    >>> params = {"encoder": {"encoder": encoder, "flow": guide.init_flow()}}
+    >>> guide.sample(jax.random.key(0), params, 5, 1.5)["z"].shape  # draws of z given x = 1.5
+    (5,)
+    """
     latents = latent_sites(model, args, observations, supports)
     return FlowFamily(latents, layers, name, amortized=True, context_size=context_size)
