@@ -3,9 +3,10 @@
 Objectives are programs written with ``sim``, ``density``, ``marginal`` and
 ``normalize``; ADEV turns them into unbiased gradient estimators. Families
 (``mean_field``, ``full_rank``, ``amortized``, and the normalizing flows
-``flow`` and ``amortized_flow``) are generative functions with parameters; ``fit`` runs an optax optimiser on any objective. Particle
-methods (``svgd``, ``coin_svgd``; their kernels ``svgd_kernel``,
-``coin_svgd_kernel`` on any log density) move a set of particles instead.
+``flow`` and ``amortized_flow``) are generative functions with parameters;
+``fit`` runs an optax optimiser on any objective. Particle methods
+(``svgd``, ``coin_svgd``; their kernels ``svgd_kernel``, ``coin_svgd_kernel``
+on any log density) move a set of particles instead.
 
 A new objective is a program ``(key, params, *args) -> real`` decorated with
 ``ppl.transforms.expectation``. For example the beta-VAE objective
