@@ -309,7 +309,8 @@ class _Autoregressive(Layer):
     def __init__(self, dimension, index, context_size, hidden_sizes, scale_bound, rngs):
         self.dimension, self.scale_bound = dimension, scale_bound
         # every other layer runs in the reverse order, so stacked layers condition both ways
-        order = range(dimension) if index % 2 == 0 else range(dimension - 1, -1, -1)
+        self.reversed = index % 2 == 1
+        order = range(dimension - 1, -1, -1) if self.reversed else range(dimension)
         self.made = MADE(dimension, context_size, hidden_sizes, 2, order=order, rngs=rngs)
 
     def _shift_log_scale(self, inputs, context):
@@ -364,18 +365,13 @@ class InverseAutoregressive(_Autoregressive):
         return x, log_det
 
     def score_forward(self, x, y, score, context=None):
-        """J^-T (score - grad log |det J|) by back substitution: J = D + L with
-        D = diag(exp s) and L strictly lower triangular, so the iteration
-        w <- w + (v - J^T w) / D from w = v / D is exact after ``d - 1`` steps
-        (its error is multiplied by the nilpotent D^-1 L^T each step), each one
-        vector-Jacobian product through the MADE (whose forward pass is shared)."""
-        (_, log_det), pullback = jax.vjp(lambda v: self.forward(v, context), x)
-        grad_log_det = pullback((jnp.zeros_like(x), jnp.ones((), x.dtype)))[0]
-        target = score - grad_log_det
-        diagonal = jnp.exp(self._shift_log_scale(x, context)[1])
-        transpose = lambda w: pullback((w, jnp.zeros((), x.dtype)))[0]
-        step = lambda _, w: w + (target - transpose(w)) / diagonal
-        return jax.lax.fori_loop(0, self.dimension - 1, step, target / diagonal)
+        """J^-T (score - grad log |det J|) with J (triangular: lower in the
+        natural order, upper in the reversed) from one batched forward-mode
+        pass of ``d`` tangents through the MADE, then a triangular solve:
+        the same work as ``d`` sequential products, in one pass."""
+        jacobian = jax.jacfwd(lambda v: self.forward(v, context)[0])(x)
+        grad_log_det = jax.grad(lambda v: self.forward(v, context)[1])(x)
+        return jax.scipy.linalg.solve_triangular(jacobian.T, score - grad_log_det, lower=self.reversed)
 
     def _sequential_inverse(self, y, context):
         def step(_, x):
