@@ -289,20 +289,29 @@ class MADE(nnx.Module):
         inputs = [1 + order[i] for i in range(dimension)] + [0] * context_size  # context: degree 0, seen by all
         hidden = [[1 + k % max(dimension - 1, 1) if dimension > 1 else 0 for k in range(h)] for h in hidden_sizes]
         degrees = [inputs] + hidden
-        self.masks = tuple(
-            tuple(map(tuple, (np.array(b)[None, :] >= np.array(a)[:, None]).astype(np.float32)))
-            for a, b in zip(degrees, degrees[1:])
-        )
+        # connections as static bool tables (hashable, so part of the module's structure, not its parameters)
+        self.masks = tuple(_connections(a, b, strict=False) for a, b in zip(degrees, degrees[1:]))
         out_degrees = inputs[:dimension] * outputs_per_element
-        self.out_mask = tuple(map(tuple, (np.array(out_degrees)[None, :] > np.array(degrees[-1])[:, None]).astype(np.float32)))
+        self.out_mask = _connections(degrees[-1], out_degrees, strict=True)
         self.hidden = nnx.List([nnx.Linear(len(a), len(b), param_dtype=dtype, rngs=rngs) for a, b in zip(degrees, degrees[1:])])
         zeros = nnx.initializers.zeros
         self.out = nnx.Linear(len(degrees[-1]), len(out_degrees), kernel_init=zeros, bias_init=zeros, param_dtype=dtype, rngs=rngs)
 
     def __call__(self, inputs):
         for layer, mask in zip(self.hidden, self.masks):
-            inputs = jnp.tanh(inputs @ (layer.kernel[...] * np.array(mask)) + layer.bias[...])
-        return inputs @ (self.out.kernel[...] * np.array(self.out_mask)) + self.out.bias[...]
+            inputs = jnp.tanh(inputs @ _masked(layer.kernel[...], mask) + layer.bias[...])
+        return inputs @ _masked(self.out.kernel[...], self.out_mask) + self.out.bias[...]
+
+
+def _connections(from_degrees, to_degrees, strict):
+    """Which unit of ``from_degrees`` feeds which of ``to_degrees``: a degree
+    may read lower degrees (and, unless ``strict``, its own)."""
+    a, b = np.array(from_degrees)[:, None], np.array(to_degrees)[None, :]
+    return tuple(map(tuple, (b > a) if strict else (b >= a)))
+
+
+def _masked(kernel, mask):
+    return jnp.where(np.array(mask, bool), kernel, jnp.zeros((), kernel.dtype))  # in the kernel's dtype
 
 
 class _Autoregressive(Layer):
