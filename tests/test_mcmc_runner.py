@@ -62,6 +62,15 @@ def test_inside_user_jit_thinning_and_keep():
     assert set(samples) == {"mu"} and samples["mu"].shape == (2, 100) and retvals.shape == (2, 100)
 
 
+def test_return_values_are_computed_when_first_read():
+    result = mcmc.hmc(jax.random.key(5), model, (6,), {"y": YS}, step_size=0.1, num_integration_steps=5,
+                      num_samples=30, num_chains=2, progress=False)
+    assert result._retvals is None  # the sampling program did not compute them
+    np.testing.assert_allclose(result.retvals, result.samples["mu"] / result.samples["scale"], rtol=1e-5)
+    leaves, treedef = jax.tree.flatten(result)  # once read, they travel with the pytree
+    np.testing.assert_array_equal(jax.tree.unflatten(treedef, leaves)._retvals, result.retvals)
+
+
 def test_hmc_without_warmup_adapts_nothing():
     result = mcmc.hmc(jax.random.key(4), model, (6,), {"y": YS}, step_size=0.05, num_integration_steps=7,
                       num_samples=20, progress=False)

@@ -124,6 +124,12 @@ def mala(
     )
 
 
+def _number(value):
+    """A JAX array (a tracer included) as it is, else a Python float: jit takes
+    it without an array conversion of ours per call."""
+    return value if isinstance(value, jax.Array) else float(value)
+
+
 def _check_positive_int(**named):
     for name, value in named.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -156,7 +162,7 @@ def _run(
     target = _target(model, args, observations, discrete, algorithm["algorithm"])
     dense_mass = bool(dense_mass or adaptation == "low_rank")  # low_rank's metric is held densely
     if state is None:  # the chains start inside the compiled call
-        chains = FreshStart(jnp.asarray(init_radius), jnp.asarray(step_size), discrete, np.arange(num_chains))
+        chains = FreshStart(_number(init_radius), _number(step_size), discrete, int(num_chains))
     else:
         chains = state
         _check_state(chains, target, num_chains)
@@ -169,10 +175,12 @@ def _run(
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, target, chains)))
     phase = "warmup" if num_warmup else "sampling"
     with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description=phase) as bar:
-        chains, positions, samples, retvals, stats, start = sample_chains(target, key, chains, bar.id, settings)
+        chains, (positions, discrete), samples, stats, start = sample_chains(target, key, chains, bar.id, settings)
     if start is not None:
         check_initial_positions(target, *start, init_radius)
-    return MCMCResult(_kept(samples, keep), retvals, stats, chains, positions, target, algorithm["max_tree_depth"] or None)
+    return MCMCResult(
+        _kept(samples, keep), None, stats, chains, positions, target, algorithm["max_tree_depth"] or None, discrete
+    )
 
 
 def _initial_discrete(model, args, observations, paths, key, num_chains):

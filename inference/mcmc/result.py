@@ -8,6 +8,7 @@ import numpy as np
 
 from ppl.choicemap import by_path, from_paths
 from ppl.errors import format_address
+from ppl.inference.mcmc.sampling import constrained_draw
 
 __all__ = ["MCMCResult"]
 
@@ -16,7 +17,10 @@ class MCMCResult:
     """The draws of an MCMC run (a pytree, so it can leave a ``jax.jit``).
 
     - ``samples``: the latent choices, nested as the model's, leaves (num_chains, num_samples, ...);
-    - ``retvals``: the model's return value at each draw, same leading axes (derived quantities);
+    - ``retvals``: the model's return value at each draw, same leading axes (derived
+      quantities); for a gradient-kernel run it is computed from ``positions`` when first
+      read (one compiled call), so a run whose return values nobody reads neither
+      computes nor stores them;
     - ``stats``: dict of (num_chains, num_samples) arrays under ArviZ's names
       (``"diverging"``, ``"acceptance_rate"``, ``"n_steps"``, ``"tree_depth"``, ``"step_size"``,
       ``"energy"``, ``"lp"``: those the algorithm has);
@@ -25,16 +29,29 @@ class MCMCResult:
       (None for trace kernels).
     """
 
-    def __init__(self, samples, retvals, stats, state, positions=None, target=None, max_tree_depth=None):
-        self.samples, self.retvals, self.stats, self.state = samples, retvals, stats, state
+    def __init__(self, samples, retvals, stats, state, positions=None, target=None, max_tree_depth=None, discrete=None):
+        """``retvals=None`` with ``positions`` and ``target``: computed when first read,
+        the Gibbs choices' values at each draw taken from ``discrete``."""
+        self.samples, self._retvals, self.stats, self.state = samples, retvals, stats, state
         self.positions, self.target, self.max_tree_depth = positions, target, max_tree_depth
+        self._discrete = {} if discrete is None else discrete
+        self._retvals_known = retvals is not None or positions is None or target is None
+
+    @property
+    def retvals(self):
+        if not self._retvals_known:
+            self._retvals = _retvals_at(self.target, self.positions, self._discrete)
+            self._retvals_known = True  # also when the model returns nothing (None)
+        return self._retvals
 
     def tree_flatten(self):
-        return (self.samples, self.retvals, self.stats, self.state, self.positions, self.target), self.max_tree_depth
+        children = (self.samples, self._retvals, self.stats, self.state, self.positions, self.target, self._discrete)
+        return children, self.max_tree_depth
 
     @classmethod
     def tree_unflatten(cls, max_tree_depth, children):
-        return cls(*children, max_tree_depth=max_tree_depth)
+        samples, retvals, stats, state, positions, target, discrete = children
+        return cls(samples, retvals, stats, state, positions, target, max_tree_depth, discrete)
 
     @property
     def num_chains(self):
@@ -102,6 +119,12 @@ class MCMCResult:
 
 
 jax.tree_util.register_pytree_node_class(MCMCResult)
+
+
+@jax.jit
+def _retvals_at(target, positions, discrete):
+    """The model's return value at every draw, leaves (chains, draws, ...)."""
+    return jax.vmap(jax.vmap(lambda p, d: constrained_draw(target, p, d)[1]))(positions, discrete)
 
 
 def _named(tree, default="value"):

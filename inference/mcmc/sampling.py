@@ -9,6 +9,7 @@ continued from ``result.state`` with the same key draws exactly what one
 longer run draws.
 """
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -25,7 +26,7 @@ from ppl.inference.mcmc.initialise import initial_positions
 from ppl.inference.mcmc.mala import mala_step
 from ppl.inference.mcmc.nuts import nuts_step
 
-__all__ = ["ChainState", "FreshStart", "Settings", "sample_chains", "STATS"]
+__all__ = ["ChainState", "FreshStart", "Settings", "sample_chains", "constrained_draw", "STATS"]
 
 # ArviZ's sample_stats names recorded per draw, by algorithm.
 STATS = {
@@ -153,9 +154,11 @@ def _sample(settings, target, chain_keys, chains, bar_id):
     return chains, positions, stats
 
 
-def _constrain(settings, target, position, discrete):
-    """The latent choices (the Gibbs ones included) and the return value of one draw."""
-    choices, retval = _conditioned(settings, target, ChainState(None, None, None, None, discrete)).constrain(position)
+def constrained_draw(target, position, discrete):
+    """The latent choices (the Gibbs ones, ``discrete``, included) and the
+    return value of one draw."""
+    conditioned = target.replace_observations(discrete) if discrete else target
+    choices, retval = conditioned.constrain(position)
     return merge(choices, discrete), retval
 
 
@@ -163,9 +166,10 @@ def _all_chains(settings, target, chain_keys, chains, bar_id):
     if settings.num_warmup:
         chains = _warmup(settings, target, chain_keys, chains, bar_id)
     chains, (positions, discrete), stats = _sample(settings, target, chain_keys, chains, bar_id)
-    constrain = functools.partial(_constrain, settings, target)
-    samples, retvals = jax.vmap(jax.vmap(constrain))(positions, discrete)
-    return chains, positions, samples, retvals, _constant_stats(settings, chains, stats)
+    # The return values are left out (XLA drops their computation): MCMCResult
+    # computes them from the positions when they are first read.
+    samples = jax.vmap(jax.vmap(lambda p, d: constrained_draw(target, p, d)[0]))(positions, discrete)
+    return chains, (positions, discrete), samples, _constant_stats(settings, chains, stats)
 
 
 def _constant_names(settings):
@@ -185,23 +189,26 @@ def _constant_stats(settings, chains, stats):
     return {name: stats[name] for name in STATS[settings.algorithm]}
 
 
-class FreshStart(NamedTuple):
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["radius", "step_size", "discrete"], meta_fields=["num_chains"])
+@dataclasses.dataclass(frozen=True)
+class FreshStart:
     """What new chains start from, inside the compiled call: initial positions
     uniform on (-radius, radius) (retried where not finite), the first step
-    size, and per chain the values of the Gibbs choices."""
+    size, and per chain the values of the Gibbs choices. Python numbers are
+    fine for the first two (no transfer of ours per call)."""
 
-    radius: jax.Array
-    step_size: jax.Array
+    radius: jax.Array | float
+    step_size: jax.Array | float
     discrete: dict
-    chain_index: jax.Array  # arange(num_chains): its length is the number of chains
+    num_chains: int  # static: part of the compilation key, as the chains' shapes are
 
 
 def _start(settings, target, key, fresh):
     """``(initial positions, valid, ChainState)`` of fresh chains."""
-    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), fresh.radius, fresh.chain_index.shape[0], fresh.discrete)
+    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), fresh.radius, fresh.num_chains, fresh.discrete)
     targets = lambda d: target.replace_observations(d) if d else target
     states = jax.vmap(lambda p, d: init(p, targets(d).log_density))(positions, fresh.discrete)
-    dtype, n, num_chains = positions.dtype, target.dimension, fresh.chain_index.shape[0]
+    dtype, n, num_chains = positions.dtype, target.dimension, fresh.num_chains
     metric = jnp.eye(n, dtype=dtype) if settings.dense_mass else jnp.ones(n, dtype)
     chains = ChainState(
         states,
@@ -215,8 +222,8 @@ def _start(settings, target, key, fresh):
 
 @functools.partial(jax.jit, static_argnames="settings")
 def sample_chains(target, key, chains, bar_id, settings):
-    """Warmup and sampling of every chain: ``(final ChainState, positions,
-    samples, retvals, stats, start)``, leading axes (chains, draws).
+    """Warmup and sampling of every chain: ``(final ChainState, (positions,
+    Gibbs choices), samples, stats, start)``, leading axes (chains, draws).
 
     ``chains``: the ``ChainState`` of a run to continue, or a ``FreshStart``;
     then ``start`` is ``(initial positions, valid)``, and when some chain found
