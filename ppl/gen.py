@@ -19,6 +19,7 @@ from numpyro.distributions import Distribution
 
 from ppl._jax import trace_state
 from ppl.choicemap import NONE
+from ppl.counter_rng import fold_in
 from ppl.core import Call, Edit, GenerativeFunction, Prev
 from ppl.distribution import DistributionGF
 from ppl.factor_primitive import bind_factor
@@ -32,7 +33,7 @@ _handler = contextvars.ContextVar("ppl_handler", default=None)
 
 def site_key(key, name):
     """The key of the choice ``name`` under ``key``."""
-    return None if key is None else jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    return None if key is None else fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
 def as_call(thing, address):

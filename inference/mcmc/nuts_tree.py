@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.inference.mcmc.counter_rng import key_words, threefry_2x32, uniform
+from ppl.counter_rng import key_words, threefry_2x32, uniform
 from ppl.inference.mcmc.hmc import DIVERGENCE_THRESHOLD, HMCState
 from ppl.inference.mcmc.integrators import IntegratorState, leapfrog
 from ppl.inference.mcmc.metrics import velocity

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from ppl.choicemap import by_path, from_paths, merge
 from ppl.inference.mcmc.adaptation import window_adaptation, window_schedule
 from ppl.inference.mcmc.chains import run_sharded, scan_chains
-from ppl.inference.mcmc.counter_rng import fold_in
+from ppl.counter_rng import fold_in
 from ppl.inference.mcmc.gibbs import gibbs
 from ppl.inference.mcmc.hmc import HMCState, hmc_step, init
 from ppl.inference.mcmc.initialise import initial_positions
