@@ -13,9 +13,9 @@ Particle ``i`` owns the interval ``[edges[i-1], edges[i])`` of the
 cumulative weights. Two guards make rounding harmless. The edges are made
 nondecreasing, with a zero weight repeating its predecessor's edge exactly,
 so a particle of weight zero owns an empty interval and is never chosen.
-And nothing falls past the last edge: a search is clipped to the last
-particle of positive weight, and a count of points below the last edge is
-set to exactly ``num_samples``.
+And nothing falls past the last edge: for a search the last particle of
+positive weight has its edge at +inf, and a count of points below the last
+edge is set to exactly ``num_samples``.
 
 Multinomial and residual locate uniforms among the edges by binary search,
 O(N log N). Systematic and stratified need no search: the number of their
@@ -155,10 +155,9 @@ def systematic_search(key, log_weights, num_samples=None):
     Array([0, 2], dtype=int32)
     """
     num_samples = _num_samples(log_weights, num_samples)
-    weights = _positive_weights(log_weights)
-    edges = _edges(weights, num_samples)
+    edges = _search_edges(_positive_weights(log_weights), num_samples)
     points = jnp.arange(num_samples, dtype=edges.dtype) + _uniforms(key, 1, edges.dtype)[0]
-    return _located(weights, jnp.searchsorted(edges, points, side="right", method="scan"))
+    return jnp.searchsorted(edges, points, side="right", method="scan").astype(jnp.int32)
 
 
 def systematic_counting(key, log_weights, num_samples=None):
@@ -266,8 +265,22 @@ def _edges(weights, total):
     nondecreasing and repeats the previous edge exactly at a zero weight.
     (``lax.cummax``: ``associative_scan(jnp.maximum)`` ran up to 1.3 times
     faster at a million particles on CPU, but took 3 times longer to compile.)"""
-    cumulative = jax.lax.cummax(jnp.where(weights > 0, jnp.cumsum(weights), 0))
+    cumulative = _running_sums(weights)
     return jnp.where(cumulative > 0, cumulative * (total / cumulative[-1]), 0)
+
+
+def _running_sums(weights):
+    return jax.lax.cummax(jnp.where(weights > 0, jnp.cumsum(weights), 0))
+
+
+def _search_edges(weights, total):
+    """``_edges`` for a binary search (``side="right"``), with the edge of the
+    last particle of positive weight, and of the zero weights after it, at
+    +inf: a point at or past ``total`` (rounding) then finds that particle,
+    and no search result needs clipping."""
+    cumulative = _running_sums(weights)
+    last = cumulative[-1]
+    return jnp.where(cumulative >= last, jnp.inf, jnp.where(cumulative > 0, cumulative * (total / last), 0))
 
 
 def _uniforms(key, size, dtype):
@@ -281,14 +294,7 @@ def _search(weights, uniforms):
     each uniform. A uniform at or past the last edge (rounding) goes to the
     last particle of positive weight. ``method="scan"`` (binary search) was
     the fastest on CPU at a million particles; ``"sort"`` was over ten times slower."""
-    return _located(weights, jnp.searchsorted(_edges(weights, 1), uniforms, side="right", method="scan"))
-
-
-def _located(weights, index):
-    """Search results as particles: an index at or past the last edge
-    (rounding) goes to the last particle of positive weight."""
-    last_positive = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)
-    return jnp.minimum(index, last_positive).astype(jnp.int32)
+    return jnp.searchsorted(_search_edges(weights, 1), uniforms, side="right", method="scan").astype(jnp.int32)
 
 
 def _offspring(below, edges, total):
