@@ -166,12 +166,60 @@ SHARDED = textwrap.dedent(
         assert "num_particles=1001" in str(error), error
     else:
         raise AssertionError("no error for 1001 particles on 4 devices")
+
+    from tests.test_smc_tempered import OBSERVED, bimodal
+    for options in ({}, {"waste_free": 8, "kernel": "mala"}):  # 1024 / 8 = 128 starts, split 4 ways too
+        run = lambda devices: smc.tempered(jax.random.key(5), bimodal, (), {"y": OBSERVED}, 1024, max_num_steps=40,
+                                           devices=devices, **options)
+        sharded, single = run("all"), run(None)
+        assert len(sharded.particles.choices["mu"].sharding.device_set) == 4
+        assert int(sharded.num_steps) == int(single.num_steps) >= 2
+        np.testing.assert_allclose(sharded.log_marginal_likelihood, single.log_marginal_likelihood, rtol=1e-6)
+        np.testing.assert_allclose(sharded.temperatures, single.temperatures, rtol=1e-6)
+        np.testing.assert_allclose(sharded.positions, single.positions, rtol=1e-5, atol=1e-6)
+    try:
+        smc.tempered(jax.random.key(5), bimodal, (), {"y": OBSERVED}, 1000, waste_free=8, devices="all")
+    except ValueError as error:
+        assert "= 125 starts" in str(error), error
+    else:
+        raise AssertionError("no error for 125 waste-free starts on 4 devices")
+
+    import ppl
+    from ppl import dist
+    from ppl.inference import mcmc
+
+    @ppl.gen
+    def walk(T):
+        x = 0.0
+        for t in range(T):
+            x = ppl.sample(f"x{t}", dist.Normal(x, 1.0))
+            ppl.sample(f"y{t}", dist.Normal(x, 0.5))
+
+    ys = {"y0": 0.4, "y1": 1.3, "y2": 0.9}
+    def program(devices):  # every building block once, with their defaults
+        keys = jax.random.split(jax.random.key(8), 4)
+        particles = smc.init(keys[0], walk, (2,), {k: ys[k] for k in ("y0", "y1")}, 1000, devices=devices)
+        particles, first = smc.resample(keys[1], particles, ess_threshold=0.9)
+        particles = smc.extend(keys[2], particles, walk, (3,), ys)
+        particles, rate = smc.rejuvenate(keys[3], particles, mcmc.mh(walk, ["x2"]), num_steps=2)
+        changed = smc.change(particles, walk, (3,), {"y2": 1.1})
+        particles, second = smc.resample(keys[1], changed)
+        return particles, first, second, rate, changed
+    sharded, single = program("all"), program(None)
+    assert len(sharded[0].traces.choices["x2"].sharding.device_set) == 4
+    assert sharded[4].log_weights.sharding.is_fully_replicated  # whole on every device: summed in one order
+    np.testing.assert_array_equal(sharded[4].log_weights, single[4].log_weights)
+    np.testing.assert_array_equal(sharded[1], single[1])
+    np.testing.assert_array_equal(sharded[2], single[2])
+    np.testing.assert_allclose(sharded[0].log_marginal_likelihood, single[0].log_marginal_likelihood, rtol=1e-6)
+    np.testing.assert_allclose(sharded[3], single[3], rtol=1e-6)
+    np.testing.assert_allclose(sharded[0].traces.choices["x2"], single[0].traces.choices["x2"], rtol=1e-5, atol=1e-6)
     print("ok")
     """
 )
 
 
-def test_sharded_filter_equals_the_single_device_run():
+def test_sharded_filter_and_tempered_smc_equal_the_single_device_runs():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)

@@ -107,11 +107,13 @@ def _rwmh(_):
 MOVES = {"hmc": _hmc, "mala": _mala, "rwmh": _rwmh}
 
 
-def move_function(kind, num_integration_steps=5):
+def move_function(kind, num_integration_steps=5, split=None, whole=None):
     """``move(key, positions, log_density_fn, parameters, num_steps, adapt=False)
     -> (positions, (num_steps, N) acceptance rates, parameters)``: ``num_steps``
     moves of every particle; with ``adapt``, the step size is tuned after each
-    sweep from its mean acceptance (``tuned_step_size``).
+    sweep from its mean acceptance (``tuned_step_size``). ``split`` places
+    per-particle arrays (on their devices) and ``whole`` gathers the acceptance
+    rates before their mean (identities by default: no sharding).
 
     >>> move = move_function("rwmh")
     >>> positions = jnp.zeros((100, 2))
@@ -122,17 +124,19 @@ def move_function(kind, num_integration_steps=5):
     if kind not in MOVES:
         raise ValueError(f"kernel must be one of {sorted(MOVES)}, got {kind!r}")
     start, step = MOVES[kind](num_integration_steps)
+    split = split or (lambda tree: tree)
+    whole = whole or (lambda tree: tree)
 
     def move(key, positions, log_density_fn, parameters, num_steps, adapt=False):
         def body(carry, step_key):
             states, parameters = carry
-            keys = jax.random.split(step_key, positions.shape[0])
-            states, rates = jax.vmap(lambda k, s: step(k, s, log_density_fn, parameters))(keys, states)
+            keys = split(jax.random.split(step_key, positions.shape[0]))
+            states, rates = split(jax.vmap(lambda k, s: step(k, s, log_density_fn, parameters))(keys, states))
             # all particles move at once, so one sweep's mean acceptance already tells the next sweep's step size
-            parameters = tuned_step_size(kind, parameters, jnp.mean(rates)) if adapt else parameters
+            parameters = tuned_step_size(kind, parameters, jnp.mean(whole(rates))) if adapt else parameters
             return (states, parameters), rates
 
-        states = jax.vmap(lambda q: start(q, log_density_fn))(positions)
+        states = split(jax.vmap(lambda q: start(q, log_density_fn))(positions))
         (states, parameters), rates = jax.lax.scan(body, (states, parameters), jax.random.split(key, num_steps))
         return states[0], rates, parameters
 

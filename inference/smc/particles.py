@@ -15,6 +15,11 @@ likelihood estimate. Every step keeps that estimate unbiased in Z:
 
 Each is compiled once per model, shapes and settings (a kernel object, a
 resampling scheme), so a Python loop of them runs at compiled speed.
+
+``init(..., devices=...)`` splits the particles across devices; every later
+step sees that from the traces' sharding and keeps them split, while the
+weights, the ESS and the resampling use the whole weight vector in the
+single-device order (a sharded run equals the unsharded one).
 """
 
 import functools
@@ -27,6 +32,9 @@ import ppl
 from ppl.choicemap import by_path, from_paths
 from ppl.errors import MissingValueError
 from ppl.jit import jit_gfi
+from jax.sharding import NamedSharding
+
+from ppl.inference.smc.filtering import particle_mesh, replicate_weights, shard_particles
 from ppl.inference.smc.resampling import effective_sample_size, gather, normalise, resampler, uniform_log_weights
 
 __all__ = ["ParticleCollection", "init", "extend", "change", "resample", "rejuvenate"]
@@ -48,10 +56,22 @@ class ParticleCollection(NamedTuple):
         return effective_sample_size(self.log_weights)
 
 
-def _reweighted(particles, traces, increments):
+def _reweighted(particles, traces, increments, mesh=None):
     """The collection with each particle's weight multiplied by exp(increment)."""
-    normalised, total = normalise(particles.log_weights + increments)
-    return ParticleCollection(traces, normalised, particles.log_marginal_likelihood + total)
+    normalised, total = normalise(replicate_weights(particles.log_weights + increments, mesh))
+    return ParticleCollection(shard_particles(traces, mesh), normalised, particles.log_marginal_likelihood + total)
+
+
+def _mesh_of(particles):
+    """The mesh the particles were split across by ``init(..., devices=...)``,
+    read from their traces' sharding (None: one device, or inside a trace)."""
+    for leaf in jax.tree.leaves(particles.traces):
+        sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) and jnp.ndim(leaf) else None
+        if isinstance(leaf, jax.core.Tracer) or not isinstance(sharding, NamedSharding):
+            continue
+        if sharding.mesh.axis_names == ("particles",) and sharding.spec and sharding.spec[0] == "particles":
+            return sharding.mesh
+    return None
 
 
 def _proposed(key, model, constraints, args, proposal, proposal_args, start):
@@ -65,9 +85,11 @@ def _proposed(key, model, constraints, args, proposal, proposal_args, start):
     return trace, log_weight - proposed.log_density
 
 
-def init(key, model, args, observations, num_particles, *, proposal=None, proposal_args=()):
+def init(key, model, args, observations, num_particles, *, proposal=None, proposal_args=(), devices=None):
     """N particles of ``model`` given ``observations``: from the model
     (``generate``) or from ``proposal(*proposal_args)`` over the latents.
+    ``devices``: None, ``"all"`` or a list of devices to split the particles
+    across (N a multiple of their number); the later steps keep them split.
 
     >>> @ppl.gen
     ... def model():
@@ -78,16 +100,16 @@ def init(key, model, args, observations, num_particles, *, proposal=None, propos
     ((1000,), (1000,))
     """
     return _init(model, key, tuple(args), ppl.choicemap.to_arrays(observations or {}), num_particles, proposal,
-                 tuple(proposal_args))
+                 tuple(proposal_args), particle_mesh(devices, num_particles))
 
 
 @jit_gfi(constraints_arg=2)
-def _init(model, key, args, observations, num_particles, proposal, proposal_args):
+def _init(model, key, args, observations, num_particles, proposal, proposal_args, mesh):
     start = lambda k, constraints: model.generate(k, constraints, args)
     one = lambda k: _proposed(k, model, observations, args, proposal, proposal_args, start)
     traces, log_weights = ppl.vmap_particles(one, num_particles)(key)
     empty = ParticleCollection(traces, uniform_log_weights(num_particles, log_weights.dtype), jnp.zeros((), log_weights.dtype))
-    return _reweighted(empty, traces, log_weights)
+    return _reweighted(empty, traces, log_weights, mesh)
 
 
 def extend(key, particles, model, args, observations, *, proposal=None, proposal_args=()):
@@ -112,20 +134,20 @@ def extend(key, particles, model, args, observations, *, proposal=None, proposal
     (['x0', 'x1', 'x2'], (100,))
     """
     return _extend(model, key, particles, tuple(args), ppl.choicemap.to_arrays(observations or {}), proposal,
-                   tuple(proposal_args))
+                   tuple(proposal_args), _mesh_of(particles))
 
 
 @jit_gfi(constraints_arg=3)
-def _extend(model, key, particles, args, observations, proposal, proposal_args):
+def _extend(model, key, particles, args, observations, proposal, proposal_args, mesh):
     _check_shapes_kept(model, args, particles.traces.choices)
 
     def one(k, trace):
         start = lambda k2, constraints: model.update(k2, trace, constraints, args)[:2]
         return _proposed(k, model, observations, args, proposal, (trace, *proposal_args), start)
 
-    keys = jax.random.split(key, particles.num_particles)
+    keys = shard_particles(jax.random.split(key, particles.num_particles), mesh)
     traces, increments = jax.vmap(one)(keys, particles.traces)
-    return _reweighted(particles, traces, increments)
+    return _reweighted(particles, traces, increments, mesh)
 
 
 def _check_shapes_kept(model, args, choices):
@@ -173,7 +195,7 @@ def change(particles, model, args, observations=None):
         return new, log_density - trace.log_density
 
     traces, increments = jax.vmap(one)(particles.traces)
-    return _reweighted(particles, traces, increments)
+    return _reweighted(particles, traces, increments, _mesh_of(particles))
 
 
 def _check_no_new_choices(model, constraints, args):
@@ -195,19 +217,20 @@ def resample(key, particles, *, method="systematic", ess_threshold=1.0):
     ((4,), 4)
     """
     resampler(method)  # a bad name fails here
-    return _resample(key, particles, method, float(ess_threshold))
+    return _resample(key, particles, method, float(ess_threshold), _mesh_of(particles))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _resample(key, particles, method, ess_threshold):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _resample(key, particles, method, ess_threshold, mesh):
     n = particles.num_particles
-    ancestors = resampler(method)(key, particles.log_weights).astype(jnp.int32)
+    log_weights = replicate_weights(particles.log_weights, mesh)
+    ancestors = resampler(method)(key, log_weights).astype(jnp.int32)
     if ess_threshold < 1.0:
-        do = particles.ess < ess_threshold * n
+        do = effective_sample_size(log_weights) < ess_threshold * n
         ancestors = jnp.where(do, ancestors, jnp.arange(n, dtype=jnp.int32))
     else:
         do = jnp.bool_(True)
-    traces = gather(particles.traces, ancestors)
+    traces = shard_particles(gather(particles.traces, ancestors), mesh)
     uniform = uniform_log_weights(n, particles.log_weights.dtype)
     return ParticleCollection(traces, jnp.where(do, uniform, particles.log_weights), particles.log_marginal_likelihood), ancestors
 
@@ -225,11 +248,11 @@ def rejuvenate(key, particles, kernel, num_steps=1):
     >>> moved.traces.choices["mu"].shape
     (100,)
     """
-    return _rejuvenate(key, particles, kernel, int(num_steps))
+    return _rejuvenate(key, particles, kernel, int(num_steps), _mesh_of(particles))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _rejuvenate(key, particles, kernel, num_steps):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _rejuvenate(key, particles, kernel, num_steps, mesh):
     def one(k, trace):
         def body(state, step_key):
             state, info = kernel.step(step_key, state)
@@ -238,6 +261,6 @@ def _rejuvenate(key, particles, kernel, num_steps):
         state, rates = jax.lax.scan(body, kernel.init(trace), jax.random.split(k, num_steps))
         return state.trace, jnp.mean(rates)
 
-    keys = jax.random.split(key, particles.num_particles)
+    keys = shard_particles(jax.random.split(key, particles.num_particles), mesh)
     traces, rates = jax.vmap(one)(keys, particles.traces)
-    return particles._replace(traces=traces), jnp.mean(rates)
+    return particles._replace(traces=shard_particles(traces, mesh)), jnp.mean(replicate_weights(rates, mesh))

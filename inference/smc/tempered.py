@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 import ppl
 from ppl.jit import jit_gfi
+from ppl.inference.smc.filtering import particle_mesh
 from ppl.inference.smc.moves import move_function
 from ppl.inference.smc.resampling import resampler
 from ppl.inference.smc.tempered_loop import next_temperature, run_tempered
@@ -46,7 +47,7 @@ class TemperedResult(NamedTuple):
 
 def tempered(key, model, args, observations, num_particles, *, kernel="hmc", target_ess=0.5, num_mcmc_steps=10,
              num_integration_steps=5, step_size=None, adapt=True, resample="systematic", criterion="ess",
-             temperatures=None, waste_free=None, max_num_steps=500):
+             temperatures=None, waste_free=None, max_num_steps=500, devices=None):
     """Tempered SMC for ``model`` given ``observations``.
 
     Arguments:
@@ -69,6 +70,12 @@ def tempered(key, model, args, observations, num_particles, *, kernel="hmc", tar
       multiple of P and ``num_mcmc_steps`` is unused.
     - ``max_num_steps``: the adaptive schedule's cap (the result holds this
       many entries).
+    - ``devices``: None, ``"all"`` or a list of devices to split the particles
+      across (``jax.sharding``; N a multiple of their number, and of N / P
+      with ``waste_free=P``). The moves run where their particles are; the
+      weights, the temperature search, the resampling and the metric and
+      step-size tuning see every particle, reduced in the single-device
+      order, so the run equals the unsharded one.
 
     Returns a ``TemperedResult``; jittable and vmappable over keys.
 
@@ -93,9 +100,16 @@ def tempered(key, model, args, observations, num_particles, *, kernel="hmc", tar
                          f"num_particles={num_particles}, resample={resample!r}")
     move_function(kernel)  # a bad kernel name fails here
     schedule = None if temperatures is None else _checked_schedule(temperatures)
+    mesh = particle_mesh(devices, num_particles)
+    if mesh is not None and waste_free is not None and (num_particles // int(waste_free)) % mesh.size:
+        raise ValueError(
+            f"devices: waste_free={waste_free} resamples num_particles / {waste_free} = {num_particles // int(waste_free)} "
+            f"starts, which {mesh.size} devices cannot split evenly"
+        )
     settings = (kernel, float(target_ess), int(num_mcmc_steps), int(num_integration_steps),
                 None if step_size is None else float(step_size), bool(adapt), resample, criterion == "cess",
-                None if waste_free is None else int(waste_free), int(max_num_steps if schedule is None else len(schedule) - 1))
+                None if waste_free is None else int(waste_free), int(max_num_steps if schedule is None else len(schedule) - 1),
+                mesh)
     return _tempered(model, key, tuple(args), ppl.choicemap.to_arrays(observations or {}), num_particles, settings,
                      None if schedule is None else jnp.asarray(schedule))
 

@@ -2,6 +2,7 @@
 its arguments): prior draws, then reweight / resample / move steps in one
 ``lax.while_loop`` until beta reaches 1."""
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 
 import ppl
 from ppl.transforms import unconstrain
+from ppl.inference.smc.filtering import replicate_weights, shard_particles
 from ppl.inference.smc.moves import initial_parameters, move_function, with_variances
 from ppl.inference.smc.resampling import effective_sample_size, normalise, resampler, uniform_log_weights
 
@@ -76,17 +78,19 @@ def _prior_positions(key, model, args, observations, target, n):
 
 
 def run_tempered(model, key, args, observations, n, settings, schedule):
-    kind, target_ess, num_mcmc_steps, integration_steps, step_size, adapt, resample, conditional, waste_free, max_steps = settings
+    kind, target_ess, num_mcmc_steps, integration_steps, step_size, adapt, resample, conditional, waste_free, max_steps, mesh = settings
     target = unconstrain(model, args, observations)
-    parts = jax.vmap(target.log_prior_and_likelihood)
-    move = move_function(kind, integration_steps)
+    split, whole = functools.partial(shard_particles, mesh=mesh), functools.partial(replicate_weights, mesh=mesh)
+    # per particle where the particles are; every reduction over particles on the whole vector
+    parts = lambda positions: whole(jax.vmap(target.log_prior_and_likelihood)(split(positions)))
+    move = move_function(kind, integration_steps, split, whole)
     init_key, loop_key = jax.random.split(key)
-    positions = _prior_positions(init_key, model, args, observations, target, n)
+    positions = split(_prior_positions(init_key, model, args, observations, target, n))
     dtype = positions.dtype
     _, log_likelihoods = parts(positions)
     nan = jnp.full((max_steps,), jnp.nan, dtype)
     state = _Loop(loop_key, positions, log_likelihoods, uniform_log_weights(n, dtype),
-                  jnp.zeros((), dtype), jnp.zeros((), dtype), initial_parameters(positions, step_size, adapt),
+                  jnp.zeros((), dtype), jnp.zeros((), dtype), initial_parameters(whole(positions), step_size, adapt),
                   jnp.zeros((), jnp.int32), jnp.ones((max_steps + 1,), dtype).at[0].set(0.0), nan, nan, nan)
 
     def tempered_density(beta):
@@ -107,11 +111,11 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
         ess = effective_sample_size(log_weights)
         positions = state.positions
         # the metric from the cloud reweighted to the new temperature, where it moves
-        parameters = with_variances(state.parameters, positions, log_weights) if adapt else state.parameters
+        parameters = with_variances(state.parameters, whole(positions), log_weights) if adapt else state.parameters
         if resample is not None:
             m = n // waste_free if waste_free else n
             ancestors = resampler(resample)(resample_key, log_weights, m)
-            positions = positions[ancestors]
+            positions = split(positions[ancestors])
             log_weights = uniform_log_weights(n, dtype)
         density = tempered_density(beta)
         if waste_free:
@@ -119,7 +123,8 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
                                                                    waste_free, adapt)
         else:
             positions, rates, next_parameters = move(move_key, positions, density, parameters, num_mcmc_steps, adapt)
-        acceptance = jnp.mean(rates)
+        acceptance = jnp.mean(whole(rates))
+        positions = split(positions)
         _, log_likelihoods = parts(positions)
         i = state.step
         return _Loop(key, positions, log_likelihoods, log_weights, beta, state.log_z + total, next_parameters, i + 1,
@@ -128,7 +133,7 @@ def run_tempered(model, key, args, observations, n, settings, schedule):
 
     running = lambda state: (state.temperature < 1.0) & (state.step < max_steps)
     state = jax.lax.while_loop(running, step, state)
-    particles = jax.vmap(target.trace)(state.positions)
+    particles = split(jax.vmap(target.trace)(state.positions))
     particles = ppl.Trace(particles.choices, particles.retval, args, particles.log_density)
     return (state.log_z, particles, state.positions, state.log_weights, state.temperatures, state.step,
             state.ess, state.acceptance, state.step_sizes)
