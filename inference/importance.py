@@ -239,11 +239,15 @@ def _chunked(fn, key, num_particles, chunk_size):
     """Particles in equal chunks of at most ``chunk_size`` that share one key
     each (their random choices are drawn jointly, see ppl.vmap_particles);
     chunks run one after another. One chunk size means one copy of the
-    program to compile; a last chunk padded past ``num_particles`` is cut."""
+    program to compile; a last chunk padded past ``num_particles`` is cut.
+    Several chunks get a size that is a multiple of 64: JAX draws an odd
+    number of random values on CPU several times slower (three Normal choices
+    for 1e6 particles in chunks of 166,667: 170 ms; of 166,720: 56 ms)."""
     num_chunks = -(-num_particles // chunk_size)
     size = -(-num_particles // num_chunks)
     if num_chunks == 1:
         return ppl.vmap_particles(fn, size)(key)
+    size = -(-size // 64) * 64
     run = lambda c: ppl.vmap_particles(fn, size)(jax.random.fold_in(key, c))
     full = jax.lax.map(run, jnp.arange(num_chunks))
     return [x.reshape((-1,) + x.shape[2:])[:num_particles] for x in full]
