@@ -66,8 +66,10 @@ def _mesh_of(particles):
     """The mesh the particles were split across by ``init(..., devices=...)``,
     read from their traces' sharding (None: one device, or inside a trace)."""
     for leaf in jax.tree.leaves(particles.traces):
-        sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) and jnp.ndim(leaf) else None
-        if isinstance(leaf, jax.core.Tracer) or not isinstance(sharding, NamedSharding):
+        if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array) or not jnp.ndim(leaf):
+            continue
+        sharding = leaf.sharding
+        if not isinstance(sharding, NamedSharding):
             continue
         if sharding.mesh.axis_names == ("particles",) and sharding.spec and sharding.spec[0] == "particles":
             return sharding.mesh
