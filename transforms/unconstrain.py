@@ -379,7 +379,7 @@ def unconstrain(model, args, observations) -> Unconstrained:
     True
     """
     dynamic, description = split_static(tuple(args))
-    flat = {path: jnp.asarray(value) for path, value in by_path(to_arrays(observations or {})).items()}
+    flat = {path: value if isinstance(value, jax.Array) else jnp.asarray(value) for path, value in by_path(to_arrays(observations or {})).items()}
     observed = tuple((path, (tuple(v.shape), v.dtype)) for path, v in flat.items())
     signature = tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in dynamic)
     key = (model, description, signature, observed, bool(jax.config.jax_enable_x64))

@@ -2,6 +2,7 @@
 layout, the check of the observed addresses, and each latent's support where
 the program alone fixes it (compared structurally, constraint by constraint)."""
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -26,7 +27,7 @@ class Latent(NamedTuple):
 
     @property
     def size(self):
-        return int(np.prod(self.unconstrained_shape, dtype=int))
+        return math.prod(self.unconstrained_shape)  # Python ints: cheap on every call
 
 
 def batched(levels):

@@ -200,7 +200,7 @@ def _target(model, args, observations, discrete, algorithm):
     """The unconstrained target, the Gibbs choices held as observations (chain 0's values)."""
     first = jax.tree.map(lambda leaf: leaf[0], discrete)
     try:
-        target = unconstrain(model, args, merge(observations or {}, first))
+        target = unconstrain(model, args, merge(observations or {}, first) if first else observations)
     except DiscreteLatentError as error:
         named = ", ".join(repr(format_address(a)) for a in error.addresses)
         raise DiscreteLatentError(
