@@ -13,7 +13,6 @@ import inspect
 import functools
 import zlib
 
-import jax
 import jax.numpy as jnp
 from numpyro.distributions import Distribution
 

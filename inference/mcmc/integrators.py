@@ -8,7 +8,6 @@ step costs one gradient evaluation (Neal, "MCMC using Hamiltonian dynamics",
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from ppl.inference.mcmc.metrics import velocity
 

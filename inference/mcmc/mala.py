@@ -9,7 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.inference.mcmc.hmc import HMCState, init
+from ppl.inference.mcmc.hmc import init
 from ppl.inference.mcmc.kernel import Kernel
 
 __all__ = ["MALAInfo", "mala_step", "mala_kernel"]

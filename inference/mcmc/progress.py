@@ -13,7 +13,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm import tqdm  # text bar everywhere (tqdm.auto wants ipywidgets in Jupyter)
 
 __all__ = ["ProgressBar", "tick"]

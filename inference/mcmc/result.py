@@ -3,7 +3,6 @@ per-draw statistics under ArviZ's ``sample_stats`` names, the final state to
 continue from, and the diagnostics table and ArviZ export."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ppl.choicemap import by_path, from_paths

@@ -27,13 +27,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
 
 import ppl
 from ppl.choicemap import by_path, from_paths
 from ppl.errors import MissingValueError
 from ppl.jit import jit_gfi
-from jax.sharding import NamedSharding
-
 from ppl.inference.smc.filtering import particle_mesh, replicate_weights, shard_particles
 from ppl.inference.smc.resampling import effective_sample_size, gather, normalise, resampler, uniform_log_weights
 

@@ -20,7 +20,6 @@ sticking-the-landing estimator needs, with no second pass through the flow.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from numpyro.distributions import Distribution, constraints
 
