@@ -74,8 +74,8 @@ def fold_in(key, data):
     as one fused kernel rather than JAX's rolled loop: chains that fold the
     transition count into their key pay it every transition, and every
     choice of a model folds its address into its caller's key. Other keys
-    (other implementations, raw uint32 keys, batches of keys) go to
-    ``jax.random.fold_in``.
+    (other implementations, raw uint32 keys) go to ``jax.random.fold_in``,
+    as do batches of keys (which it refuses, as for any key).
 
     >>> key = jax.random.key(3)
     >>> bool(jnp.all(jax.random.key_data(fold_in(key, 9)) == jax.random.key_data(jax.random.fold_in(key, 9))))
