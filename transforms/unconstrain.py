@@ -249,6 +249,8 @@ class Unconstrained:
         >>> float(target.replace_observations({"y": 1.0}).observations[("y",)])
         1.0
         """
+        if not values:  # nothing replaced: this target (callers need not test for it)
+            return self
         new = dict(self._observations)
         for path, value in by_path(to_arrays(values)).items():
             if path not in new:

@@ -33,7 +33,7 @@ def initial_positions(target, key, radius, num_chains, discrete=None):
     ``discrete``: per chain, values of observed addresses to replace (Gibbs choices)."""
 
     def one_chain(key, discrete):
-        chain_target = target.replace_observations(discrete) if discrete else target
+        chain_target = target.replace_observations(discrete)
         def untried(carry):
             _, ok, tries, _ = carry
             return ~ok & (tries < MAX_TRIES)

@@ -104,17 +104,13 @@ def _move(settings, target, key, chain, step_size, inverse_mass_matrix):
     return chain._replace(kernel_state=state, iteration=chain.iteration + 1), stats, target.log_density
 
 
-def _conditioned(settings, target, chain):
-    return target.replace_observations(chain.discrete) if settings.gibbs else target
-
-
 def _warmup(settings, target, chain_keys, chains, bar_id):
     warmup = window_adaptation(settings.adaptation, settings.dense_mass, settings.target_accept, settings.num_warmup)
 
     def transition(carry, flags):
         chain_key, chain, adapt = carry
         step_key, search_key = jax.random.split(fold_in(chain_key, chain.iteration))
-        log_density_fn = _conditioned(settings, target, chain).log_density
+        log_density_fn = target.replace_observations(chain.discrete).log_density
         adapt = warmup.begin(search_key, adapt, flags, chain.kernel_state, log_density_fn)
         chain, stats, _ = _move(settings, target, step_key, chain, adapt.step_size, adapt.inverse_mass_matrix)
         adapt = warmup.update(adapt, flags, chain.kernel_state, stats["acceptance_rate"])
@@ -157,8 +153,7 @@ def _sample(settings, target, chain_keys, chains, bar_id):
 def constrained_draw(target, position, discrete):
     """The latent choices (the Gibbs ones, ``discrete``, included) and the
     return value of one draw."""
-    conditioned = target.replace_observations(discrete) if discrete else target
-    choices, retval = conditioned.constrain(position)
+    choices, retval = target.replace_observations(discrete).constrain(position)
     return merge(choices, discrete), retval
 
 
@@ -206,8 +201,7 @@ class FreshStart:
 def _start(settings, target, key, fresh):
     """``(initial positions, valid, ChainState)`` of fresh chains."""
     positions, valid = initial_positions(target, jax.random.fold_in(key, 1), fresh.radius, fresh.num_chains, fresh.discrete)
-    targets = lambda d: target.replace_observations(d) if d else target
-    states = jax.vmap(lambda p, d: init(p, targets(d).log_density))(positions, fresh.discrete)
+    states = jax.vmap(lambda p, d: init(p, target.replace_observations(d).log_density))(positions, fresh.discrete)
     dtype, n, num_chains = positions.dtype, target.dimension, fresh.num_chains
     metric = jnp.eye(n, dtype=dtype) if settings.dense_mass else jnp.ones(n, dtype)
     chains = ChainState(
