@@ -156,7 +156,7 @@ def systematic_search(key, log_weights, num_samples=None):
     Array([0, 2], dtype=int32)
     """
     num_samples = _num_samples(log_weights, num_samples)
-    edges = _search_edges(_positive_weights(log_weights), num_samples)
+    edges = _edges(_positive_weights(log_weights), num_samples, open_end=True)
     points = jnp.arange(num_samples, dtype=edges.dtype) + _uniforms(key, 1, edges.dtype)[0]
     return jnp.searchsorted(edges, points, side="right", method="scan").astype(jnp.int32)
 
@@ -258,30 +258,21 @@ def _positive_weights(log_weights):
     return jnp.exp(log_weights - jnp.max(log_weights))
 
 
-def _edges(weights, total):
+def _edges(weights, total, open_end=False):
     """The cumulative weights, scaled to end at ``total``. XLA's cumulative
     sum adds in blocks, so its partial sums can decrease, and a zero weight
     can still move the sum (at a million particles, thousands of times); a
     running maximum over the sums at the positive weights makes the edges
     nondecreasing and repeats the previous edge exactly at a zero weight.
     (``lax.cummax``: ``associative_scan(jnp.maximum)`` ran up to 1.3 times
-    faster at a million particles on CPU, but took 3 times longer to compile.)"""
-    cumulative = _running_sums(weights)
-    return jnp.where(cumulative > 0, cumulative * (total / cumulative[-1]), 0)
-
-
-def _running_sums(weights):
-    return jax.lax.cummax(jnp.where(weights > 0, jnp.cumsum(weights), 0))
-
-
-def _search_edges(weights, total):
-    """``_edges`` for a binary search (``side="right"``), with the edge of the
-    last particle of positive weight, and of the zero weights after it, at
-    +inf: a point at or past ``total`` (rounding) then finds that particle,
-    and no search result needs clipping."""
-    cumulative = _running_sums(weights)
+    faster at a million particles on CPU, but took 3 times longer to compile.)
+    ``open_end``, for a binary search (``side="right"``): the edge of the last
+    particle of positive weight, and of the zero weights after it, at +inf, so
+    a point at or past ``total`` (rounding) finds that particle unclipped."""
+    cumulative = jax.lax.cummax(jnp.where(weights > 0, jnp.cumsum(weights), 0))
     last = cumulative[-1]
-    return jnp.where(cumulative >= last, jnp.inf, jnp.where(cumulative > 0, cumulative * (total / last), 0))
+    edges = jnp.where(cumulative > 0, cumulative * (total / last), 0)
+    return jnp.where(cumulative >= last, jnp.inf, edges) if open_end else edges
 
 
 def _uniforms(key, size, dtype):
@@ -295,7 +286,7 @@ def _search(weights, uniforms):
     each uniform. A uniform at or past the last edge (rounding) goes to the
     last particle of positive weight. ``method="scan"`` (binary search) was
     the fastest on CPU at a million particles; ``"sort"`` was over ten times slower."""
-    return jnp.searchsorted(_search_edges(weights, 1), uniforms, side="right", method="scan").astype(jnp.int32)
+    return jnp.searchsorted(_edges(weights, 1, open_end=True), uniforms, side="right", method="scan").astype(jnp.int32)
 
 
 def _offspring(below, edges, total):
