@@ -36,16 +36,8 @@ from ppl.inference.vi.constructs import Marginal, Normalized, density, logmeanex
 from ppl.inference.vi.families import Latent, NormalFamily, amortized, full_rank, latent_sites, mean_field
 from ppl.inference.vi.forward_kl import forward_kl
 from ppl.inference.vi.flow_family import Flow, FlowFamily, amortized_flow, flow
-from ppl.inference.vi.flow_layers import (
-    MADE,
-    AffineCoupling,
-    Conditioner,
-    InverseAutoregressive,
-    MaskedAutoregressive,
-    Planar,
-    Radial,
-    SplineCoupling,
-)
+from ppl.inference.vi.flow_autoregressive import MADE, InverseAutoregressive, MaskedAutoregressive
+from ppl.inference.vi.flow_layers import AffineCoupling, Conditioner, Planar, Radial, SplineCoupling
 from ppl.inference.vi.fit import FitDivergedError, FitResult, FitState, fit
 from ppl.inference.vi.objectives import (
     Objective,
