@@ -10,19 +10,26 @@ Systematic, stratified and residual resampling have lower offspring
 variance than multinomial.
 
 Particle ``i`` owns the interval ``[edges[i-1], edges[i])`` of the
-cumulative weights. Two guards make rounding harmless. The edges are made
-nondecreasing, with a zero weight repeating its predecessor's edge exactly,
-so a particle of weight zero owns an empty interval and is never chosen.
-And nothing falls past the last edge: for a search the last particle of
-positive weight has its edge at +inf, and a count of points below the last
-edge is set to exactly ``num_samples``.
+cumulative weights. Rounding must never pick a particle of weight zero: XLA's
+cumulative sum adds in blocks, so its partial sums can decrease, and a zero
+weight can still move the sum by a few ulps (at a million particles,
+thousands of times), which gives that particle a tiny interval. A binary
+search takes the raw cumulative sums (within its search the found interval
+always holds the point, sorted or not) and then swaps a particle of weight
+zero, found only through such an ulp-wide interval, for the heaviest one; a
+point past the last edge (rounding) goes to the last particle, swapped the
+same way. The O(N) counting forms need nondecreasing edges: a running
+maximum over the sums at the positive weights repeats the previous edge
+exactly at a zero weight, so a zero weight owns an empty interval, and the
+count of points below the last edge is set to exactly ``num_samples``.
 
 Multinomial and residual locate uniforms among the edges by binary search,
-O(N log N). Systematic and stratified need no search: the number of their
-points below each edge has a closed form, the differences of those numbers
-are the offspring counts, and the counts are expanded into sorted ancestors
-in O(N) (at a million particles on CPU, about two thirds of the time of
-cumulative sum + ``jnp.searchsorted``).
+O(N log N), and so does systematic up to ``SEARCH_UP_TO`` particles (fewer
+kernels). Systematic beyond it, and stratified, need no search: the number of
+their points below each edge has a closed form, the differences of those
+numbers are the offspring counts, and the counts are expanded into sorted
+ancestors in O(N) (at a million particles on CPU, about two thirds of the
+time of cumulative sum + ``jnp.searchsorted``).
 
 Everything is computed in the weights' dtype (at least float32: a cumulative
 sum of a million weights in float16 would be meaningless), and works under
@@ -120,17 +127,17 @@ def multinomial(key, log_weights, num_samples=None):
     ((6,), True)
     """
     num_samples = _num_samples(log_weights, num_samples)
-    weights = _positive_weights(log_weights)
-    return _search(weights, _uniforms(key, num_samples, weights.dtype))
+    weights, top = _heaviest(log_weights)
+    return _search(weights, top, _uniforms(key, num_samples, weights.dtype))
 
 
 # Up to this many particles systematic resampling locates its points by one
 # binary search: fewer kernels per step than the O(N) counting form (four
 # cumulative sums and a scatter), which is faster beyond. Measured on CPU,
-# the bootstrap filter of benchmarks (G) against hand-written JAX: search
-# 1.23x / counting 1.43x at N = 1000, 1.32x / 1.35x at 2000, 1.20x / 1.10x
-# at 3000, 1.08x / 0.97x at 30000.
-SEARCH_UP_TO = 2**11
+# the bootstrap filter of benchmarks (G) against hand-written JAX (one process
+# per form, interleaved repeats): search 0.99x / counting 1.32x at N = 1000,
+# 1.04x / 1.10x at 10,000, 0.99x / 0.87x at 30,000, 1.07x / 0.74x at 100,000.
+SEARCH_UP_TO = 2**14
 
 
 def systematic(key, log_weights, num_samples=None):
@@ -156,9 +163,9 @@ def systematic_search(key, log_weights, num_samples=None):
     Array([0, 2], dtype=int32)
     """
     num_samples = _num_samples(log_weights, num_samples)
-    edges = _edges(_positive_weights(log_weights), num_samples, open_end=True)
-    points = jnp.arange(num_samples, dtype=edges.dtype) + _uniforms(key, 1, edges.dtype)[0]
-    return jnp.searchsorted(edges, points, side="right", method="scan").astype(jnp.int32)
+    weights, top = _heaviest(log_weights)
+    points = jnp.arange(num_samples, dtype=weights.dtype) + _uniforms(key, 1, weights.dtype)[0]
+    return _search(weights, top, points, num_samples)
 
 
 def systematic_counting(key, log_weights, num_samples=None):
@@ -219,7 +226,7 @@ def residual(key, log_weights, num_samples=None):
     # Remainders that all round to zero leave no slots in exact arithmetic;
     # with rounding they may leave a few, drawn from the weights themselves.
     remainders = jnp.where(jnp.any(remainders > 0), remainders, weights)
-    drawn = _search(remainders, _uniforms(key, num_samples, weights.dtype))
+    drawn = _search(remainders, _index_of(remainders, jnp.max(remainders)), _uniforms(key, num_samples, weights.dtype))
     return jnp.where(jnp.arange(num_samples) < jnp.sum(copies), deterministic, drawn)
 
 
@@ -251,28 +258,40 @@ def _num_samples(log_weights, num_samples):
     return count
 
 
+def _as_float(log_weights):
+    return jnp.asarray(log_weights, jnp.promote_types(jnp.result_type(log_weights), jnp.float32))
+
+
 def _positive_weights(log_weights):
     """``exp(log_weights - max)``: the largest weight is 1, ``-inf`` gives 0."""
-    dtype = jnp.promote_types(jnp.result_type(log_weights), jnp.float32)
-    log_weights = jnp.asarray(log_weights, dtype)
+    log_weights = _as_float(log_weights)
     return jnp.exp(log_weights - jnp.max(log_weights))
 
 
-def _edges(weights, total, open_end=False):
+def _heaviest(log_weights):
+    """``(_positive_weights(log_weights), the index of a largest one)``."""
+    log_weights = _as_float(log_weights)
+    largest = jnp.max(log_weights)
+    return jnp.exp(log_weights - largest), _index_of(log_weights, largest)
+
+
+def _index_of(values, largest):
+    """The last index of ``largest`` in ``values`` (0 if absent: NaNs). A max
+    of indices: XLA's argmax on CPU, a variadic reduction, ran as long as a
+    whole cumulative sum at 10,000 particles."""
+    return jnp.max(jnp.where(values == largest, jnp.arange(values.shape[0]), 0))
+
+
+def _edges(weights, total):
     """The cumulative weights, scaled to end at ``total``. XLA's cumulative
     sum adds in blocks, so its partial sums can decrease, and a zero weight
     can still move the sum (at a million particles, thousands of times); a
     running maximum over the sums at the positive weights makes the edges
     nondecreasing and repeats the previous edge exactly at a zero weight.
     (``lax.cummax``: ``associative_scan(jnp.maximum)`` ran up to 1.3 times
-    faster at a million particles on CPU, but took 3 times longer to compile.)
-    ``open_end``, for a binary search (``side="right"``): the edge of the last
-    particle of positive weight, and of the zero weights after it, at +inf, so
-    a point at or past ``total`` (rounding) finds that particle unclipped."""
+    faster at a million particles on CPU, but took 3 times longer to compile.)"""
     cumulative = jax.lax.cummax(jnp.where(weights > 0, jnp.cumsum(weights), 0))
-    last = cumulative[-1]
-    edges = jnp.where(cumulative > 0, cumulative * (total / last), 0)
-    return jnp.where(cumulative >= last, jnp.inf, edges) if open_end else edges
+    return jnp.where(cumulative > 0, cumulative * (total / cumulative[-1]), 0)
 
 
 def _uniforms(key, size, dtype):
@@ -281,12 +300,21 @@ def _uniforms(key, size, dtype):
     return jax.random.uniform(key, (size + size % 2,), dtype)[:size]
 
 
-def _search(weights, uniforms):
-    """The particle whose interval of the normalised cumulative weights holds
-    each uniform. A uniform at or past the last edge (rounding) goes to the
-    last particle of positive weight. ``method="scan"`` (binary search) was
-    the fastest on CPU at a million particles; ``"sort"`` was over ten times slower."""
-    return jnp.searchsorted(_edges(weights, 1, open_end=True), uniforms, side="right", method="scan").astype(jnp.int32)
+def _search(weights, top, points, end=1):
+    """The particle whose interval of the cumulative weights, scaled to end
+    at ``end``, holds each point (the points are scaled, not the sums: equal
+    weights keep exact integer edges), found by binary search of the raw
+    sums: ``cumulative[i-1] <= point < cumulative[i]`` holds for the found
+    ``i`` even where rounding made the sums decrease. A particle of weight
+    zero is found only through an interval of a few ulps that rounding made,
+    and a point past the last edge (rounding) finds the last particle: either
+    of weight zero is swapped for ``top``, a particle of positive weight.
+    ``method="scan"`` was the fastest on CPU at a million particles;
+    ``"sort"`` was over ten times slower."""
+    cumulative = jnp.cumsum(weights)
+    found = jnp.searchsorted(cumulative, points * (cumulative[-1] / end), side="right", method="scan")
+    found = jnp.minimum(found, weights.shape[0] - 1)
+    return jnp.where(weights.at[found].get(mode="promise_in_bounds") > 0, found, top).astype(jnp.int32)
 
 
 def _offspring(below, edges, total):
