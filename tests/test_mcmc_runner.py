@@ -14,7 +14,7 @@ import pytest
 import ppl
 from ppl import dist
 from ppl.inference import mcmc
-from ppl.inference.mcmc.sampling import sample_chains
+from ppl.inference.mcmc.calls import _sample_model
 
 
 @ppl.gen
@@ -30,11 +30,14 @@ SETTINGS = dict(num_warmup=100, num_chains=2, progress=False)
 
 
 def test_second_call_does_not_retrace():
+    compiled = _sample_model._cache_size  # sample_chains is traced inside it
     mcmc.nuts(jax.random.key(0), model, (6,), {"y": YS}, num_samples=50, **SETTINGS)
-    compiled = sample_chains._cache_size()
+    first = compiled()
     result = mcmc.nuts(jax.random.key(1), model, (6,), {"y": YS + 1.0}, num_samples=50, **SETTINGS)
-    assert sample_chains._cache_size() == compiled
+    assert compiled() == first
     assert result.samples["mu"].shape == (2, 50)
+    mcmc.nuts(jax.random.key(1), model, (5,), {"y": YS[:5]}, num_samples=50, **SETTINGS)  # new shapes: one trace more
+    assert compiled() == first + 1
 
 
 def test_continued_run_equals_one_long_run():

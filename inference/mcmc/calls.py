@@ -1,19 +1,22 @@
 """The high-level calls: ``mcmc.nuts``, ``mcmc.hmc``, ``mcmc.mala`` on a
 model and its observations (through ``ppl.transforms.unconstrain``)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ppl.core import as_args, as_key
-from ppl.choicemap import as_path, by_path, filter_choices, from_paths, merge, select
+from ppl.choicemap import as_path, by_path, filter_choices, from_paths, merge, select, to_arrays
 from ppl.errors import AddressError, DiscreteLatentError, format_address
 from ppl.inference.mcmc.adaptation import ADAPTATIONS
 from ppl.inference.mcmc.chains import check_chain_method
 from ppl.inference.mcmc.initialise import check_initial_positions
 from ppl.inference.mcmc.progress import ProgressBar
 from ppl.inference.mcmc.result import MCMCResult
-from ppl.inference.mcmc.sampling import ChainState, FreshStart, Settings, sample_chains
+from ppl.inference.mcmc.sampling import ChainState, FreshStart, Settings, sample_chains, start_positions
+from ppl.trace import join_static, split_static
 from ppl.transforms.unconstrain import unconstrain
 
 __all__ = ["nuts", "hmc", "mala"]
@@ -156,31 +159,55 @@ def _run(
     _check_settings(num_warmup, num_samples, num_chains, target_accept, adaptation, thinning, chain_method, init_radius)
     if adaptation == "fisher_diag" and dense_mass:
         raise ValueError("adaptation='fisher_diag' estimates a diagonal metric; it takes dense_mass=False")
-    key, args = as_key(key), as_args(args)
+    key, args, observations = as_key(key), as_args(args), to_arrays(observations or {})
     gibbs_paths = tuple(as_path(a) for a in (gibbs or ()))
     discrete = _initial_discrete(model, args, observations, gibbs_paths, key, num_chains) if state is None else state.discrete
-    target = _target(model, args, observations, discrete, algorithm["algorithm"])
     dense_mass = bool(dense_mass or adaptation == "low_rank")  # low_rank's metric is held densely
     if state is None:  # the chains start inside the compiled call
         chains = FreshStart(_number(init_radius), _number(step_size), discrete, int(num_chains))
     else:
-        chains = state
-        _check_state(chains, target, num_chains)
+        chains = _checked_state(state, num_chains, lambda: _target(model, args, observations, discrete, algorithm["algorithm"]))
         dense_mass = bool(jnp.ndim(chains.inverse_mass_matrix) == 3 or dense_mass)
     settings = Settings(
         num_warmup=int(num_warmup), num_samples=int(num_samples), thinning=int(thinning), chain_method=chain_method,
         adaptation=adaptation, dense_mass=dense_mass, target_accept=float(target_accept), gibbs=gibbs_paths,
         **algorithm,
     )
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, target, chains)))
+    dynamic, description = split_static(args)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, dynamic, observations, chains)))
     phase = "warmup" if num_warmup else "sampling"
     with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description=phase) as bar:
-        chains, (positions, discrete), samples, stats, start = sample_chains(target, key, chains, bar.id, settings)
-    if start is not None:
-        check_initial_positions(target, *start, init_radius)
-    return MCMCResult(
-        _kept(samples, keep), None, stats, chains, positions, target, algorithm["max_tree_depth"] or None, discrete
-    )
+        if _hashable((model, description)):  # the target is built inside the compiled call
+            outputs = _sample_model(model, description, dynamic, observations, key, chains, bar.id, settings)
+            target = _target(model, args, observations, chains.discrete, settings.algorithm)  # while it runs
+        else:
+            target = _target(model, args, observations, chains.discrete, settings.algorithm)
+            _check_dimension(chains, target)
+            outputs = sample_chains(target, key, chains, bar.id, settings)
+        chains_out, (positions, discrete), samples, stats, valid = outputs
+        result = MCMCResult(
+            _kept(samples, keep), None, stats, chains_out, positions, target, algorithm["max_tree_depth"] or None, discrete
+        )
+    if valid is not None and not isinstance(valid, jax.core.Tracer) and not np.all(valid):  # waits for the run
+        check_initial_positions(target, start_positions(target, key, chains)[0], valid, init_radius)
+    return result
+
+
+@functools.partial(jax.jit, static_argnames=("model", "description", "settings"))
+def _sample_model(model, description, dynamic, observations, key, chains, bar_id, settings):
+    """``sample_chains`` on the model's unconstrained target, built here: a
+    second call pays none of its Python (about 0.1 ms right after a run)."""
+    target = _target(model, join_static(dynamic, description), observations, chains.discrete, settings.algorithm)
+    _check_dimension(chains, target)
+    return sample_chains(target, key, chains, bar_id, settings)
+
+
+def _hashable(value):
+    try:
+        hash(value)
+        return True
+    except TypeError:
+        return False
 
 
 def _initial_discrete(model, args, observations, paths, key, num_chains):
@@ -213,13 +240,25 @@ def _target(model, args, observations, discrete, algorithm):
     return target
 
 
-def _check_state(chains, target, num_chains):
-    if not isinstance(chains, ChainState):
-        raise TypeError(f"state={type(chains).__name__}: pass the state of an earlier result (result.state)")
+def _checked_state(state, num_chains, make_target):
+    """``state`` if it is a result's state with ``num_chains`` chains (its
+    dimension is checked against the target where the target is built)."""
+    if not isinstance(state, ChainState):
+        raise TypeError(f"state={type(state).__name__}: pass the state of an earlier result (result.state)")
+    if jnp.shape(state.kernel_state.position)[0] != num_chains:
+        _check_dimension(state, make_target(), num_chains)
+    return state
+
+
+def _check_dimension(chains, target, num_chains=None):
+    """A continued run's positions are (num_chains, the target's dimension)."""
+    if isinstance(chains, FreshStart):
+        return
     shape = tuple(jnp.shape(chains.kernel_state.position))
-    if shape != (num_chains, target.dimension):
+    needed = (shape[0] if num_chains is None else num_chains, target.dimension)
+    if shape != needed:
         raise ValueError(
-            f"state has positions of shape {shape}; this run needs ({num_chains}, {target.dimension}) "
+            f"state has positions of shape {shape}; this run needs {needed} "
             "(num_chains, the model's unconstrained dimension)"
         )
 

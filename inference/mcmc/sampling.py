@@ -26,7 +26,7 @@ from ppl.inference.mcmc.initialise import initial_positions
 from ppl.inference.mcmc.mala import mala_step
 from ppl.inference.mcmc.nuts import nuts_step
 
-__all__ = ["ChainState", "FreshStart", "Settings", "sample_chains", "constrained_draw", "STATS"]
+__all__ = ["ChainState", "FreshStart", "Settings", "sample_chains", "start_positions", "constrained_draw", "STATS"]
 
 # ArviZ's sample_stats names recorded per draw, by algorithm.
 STATS = {
@@ -198,9 +198,15 @@ class FreshStart:
     num_chains: int  # static: part of the compilation key, as the chains' shapes are
 
 
+def start_positions(target, key, fresh):
+    """``(positions, valid)``: the initial positions of fresh chains (a run
+    that found none valid calls it again, outside, to name the problem)."""
+    return initial_positions(target, jax.random.fold_in(key, 1), fresh.radius, fresh.num_chains, fresh.discrete)
+
+
 def _start(settings, target, key, fresh):
-    """``(initial positions, valid, ChainState)`` of fresh chains."""
-    positions, valid = initial_positions(target, jax.random.fold_in(key, 1), fresh.radius, fresh.num_chains, fresh.discrete)
+    """``(valid, ChainState)`` of fresh chains."""
+    positions, valid = start_positions(target, key, fresh)
     states = jax.vmap(lambda p, d: init(p, target.replace_observations(d).log_density))(positions, fresh.discrete)
     dtype, n, num_chains = positions.dtype, target.dimension, fresh.num_chains
     metric = jnp.eye(n, dtype=dtype) if settings.dense_mass else jnp.ones(n, dtype)
@@ -211,29 +217,29 @@ def _start(settings, target, key, fresh):
         jnp.zeros((num_chains,), jnp.int32),
         fresh.discrete,
     )
-    return positions, valid, chains
+    return valid, chains
 
 
 @functools.partial(jax.jit, static_argnames="settings")
 def sample_chains(target, key, chains, bar_id, settings):
     """Warmup and sampling of every chain: ``(final ChainState, (positions,
-    Gibbs choices), samples, stats, start)``, leading axes (chains, draws).
+    Gibbs choices), samples, stats, valid)``, leading axes (chains, draws).
 
     ``chains``: the ``ChainState`` of a run to continue, or a ``FreshStart``;
-    then ``start`` is ``(initial positions, valid)``, and when some chain found
-    no valid start nothing is run (the outputs are zeros: the caller raises).
+    then ``valid`` says per chain whether it found a valid start, and when
+    some chain found none nothing is run (the outputs are zeros: the caller
+    raises); None when continuing.
     """
-    start = None
+    valid = None
     if isinstance(chains, FreshStart):
-        positions, valid, chains = _start(settings, target, key, chains)
-        start = (positions, valid)
+        valid, chains = _start(settings, target, key, chains)
     chain_keys = jax.random.split(jax.random.fold_in(key, 0), chains.iteration.shape[0])
     program = functools.partial(_all_chains, settings, target)
     if settings.chain_method == "sharded":
         run = lambda chains: run_sharded(lambda keys, chains: program(keys, chains, bar_id), chain_keys, chains)
     else:
         run = lambda chains: program(chain_keys, chains, bar_id)
-    if start is None:
-        return (*run(chains), start)
+    if valid is None:
+        return (*run(chains), valid)
     skip = lambda chains: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(run, chains))
-    return (*jax.lax.cond(jnp.all(start[1]), run, skip, chains), start)
+    return (*jax.lax.cond(jnp.all(valid), run, skip, chains), valid)
