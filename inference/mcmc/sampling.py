@@ -11,6 +11,7 @@ longer run draws.
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -132,6 +133,8 @@ def _sample(settings, target, chain_keys, chains, bar_id):
         chain, stats, _ = _move(settings, target, key, chain, chain.step_size, chain.inverse_mass_matrix)
         return (chain_key, chain), stats
 
+    layout = {}  # name -> (shape, dtype) of each packed value, filled when the scan traces ``transition``
+
     def transition(carry, _):  # ``thinning`` transitions per kept draw
         if settings.thinning == 1:
             carry, kept = one_transition(carry, None)
@@ -140,14 +143,35 @@ def _sample(settings, target, chain_keys, chains, bar_id):
             kept = jax.tree.map(lambda a: a[-1], stats)
             kept.update(diverging=jnp.any(stats["diverging"]), n_steps=jnp.sum(stats["n_steps"]))
         kept = {name: value for name, value in kept.items() if name not in _constant_names(settings)}
-        return carry, (((carry[1].kernel_state.position, carry[1].discrete), kept), kept["diverging"])
+        kept["position"] = carry[1].kernel_state.position
+        layout.update({name: (jnp.shape(value), jnp.result_type(value)) for name, value in kept.items()})
+        return carry, ((_pack(kept, layout), carry[1].discrete), kept["diverging"])
 
     (_, chains), (outputs, _) = scan_chains(
         transition, (chain_keys, chains), settings.num_samples, settings.chain_method, bar_id, 1,
         settings.num_warmup,
     )
-    positions, stats = outputs
-    return chains, positions, stats
+    rows, discrete = outputs
+    stats = _unpack(rows, layout)
+    return chains, (stats.pop("position"), discrete), stats
+
+
+def _pack(values, layout):
+    """A draw's position and stats (bools and integers below 2**24 exactly) as
+    one vector in the position's dtype: one write per transition instead of
+    one per stat (four fewer kernels per HMC transition on CPU)."""
+    dtype = layout["position"][1]
+    return jnp.concatenate([jnp.ravel(values[name]).astype(dtype) for name in layout])
+
+
+def _unpack(rows, layout):
+    """``_pack``'s values from its rows (leading axes kept), in their own shapes and dtypes."""
+    values, offset = {}, 0
+    for name, (shape, dtype) in layout.items():
+        size = math.prod(shape)
+        values[name] = rows[..., offset : offset + size].reshape(rows.shape[:-1] + shape).astype(dtype)
+        offset += size
+    return values
 
 
 def constrained_draw(target, position, discrete):
