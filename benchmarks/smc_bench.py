@@ -57,9 +57,11 @@ def _size(n, repeats, y0, ys, log):
 
     times, _ = interleaved({name: keep(name) for name in calls}, repeats)
     medians = {name: summary(times[name]) for name in calls}
+    # each repeat's time over the hand-written (same outputs) time of the same repeat: drift cancels
+    paired = {name: float(np.median(np.asarray(times[name]) / np.asarray(times[BASELINE]))) for name in calls}
     for name in calls:
-        log(f"  N={n:>9,}: {name:34s} {medians[name][0]:8.4f} s  x{medians[name][0] / medians[BASELINE][0]:5.2f}")
-    return first, peaks, medians, log_zs
+        log(f"  N={n:>9,}: {name:34s} {medians[name][0]:8.4f} s  x{medians[name][0] / medians[BASELINE][0]:5.2f}  paired x{paired[name]:6.3f}")
+    return first, peaks, medians, paired, log_zs
 
 
 def run(sizes=(1_000, 10_000, 100_000, 1_000_000), repeats=None, log=print):
@@ -68,15 +70,15 @@ def run(sizes=(1_000, 10_000, 100_000, 1_000_000), repeats=None, log=print):
     exact = _kalman_log_z(y0, ys)
     rows, ratios, checks = [], {}, []
     for n in sizes:
-        count = repeats or max(5, min(20, int(2e7 // (n * systems.STEPS)) or 5))
+        count = repeats or max(5, min(200, int(2e8 // (n * systems.STEPS))))  # about 20 s of calls per size
         log(f"[smc] N={n:,}: first calls, then {count} interleaved repeats")
-        first, peaks, medians, log_zs = _size(n, count, y0, ys, log)
+        first, peaks, medians, paired, log_zs = _size(n, count, y0, ys, log)
         base = medians[BASELINE][0]
         ratios[n] = medians[PPL][0] / base
         for name in (PPL, BASELINE, LEAN):
             median, iqr = medians[name]
-            rows.append(f"| {n:,} | {name} | {first[name]:.2f} | {median:.4f} | {iqr:.4f} | {median / base:.2f} "
-                        f"| {median / medians[LEAN][0]:.2f} | {peaks[name] / 2**20:,.0f} |")
+            rows.append(f"| {n:,} | {name} | {count} | {first[name]:.2f} | {median:.4f} | {iqr:.4f} | {median / base:.2f} "
+                        f"| {paired[name]:.3f} | {median / medians[LEAN][0]:.2f} | {peaks[name] / 2**20:,.0f} |")
         values = np.array(log_zs[PPL] + log_zs[BASELINE])
         checks.append(f"| {n:,} | {np.mean(log_zs[PPL]):.3f} | {np.mean(log_zs[BASELINE]):.3f} | {exact:.3f} "
                       f"| {np.std(values, ddof=1):.3f} |")
@@ -87,10 +89,12 @@ def run(sizes=(1_000, 10_000, 100_000, 1_000_000), repeats=None, log=print):
         "resampling at every step (`ess_threshold=1.0`), one jitted call per run; *hand-written JAX (same outputs)* "
         "returns what `smc.particle_filter` does (log Z, each step's particles, weights, ancestors and ESS, the final "
         "trajectories with their log densities); *log Z only* keeps no history. Seconds from the second call, median "
-        "and IQR of interleaved repeats; peak memory: XLA's arguments + outputs + temporaries of the compiled call.",
+        "and IQR of interleaved repeats; *paired*: the median over repeats of each call's time over the hand-written "
+        "(same outputs) call's in the same repeat (the machine's drift cancels); peak memory: XLA's arguments + "
+        "outputs + temporaries of the compiled call.",
         "",
-        "| N | system | first call s | median s | IQR s | ÷ hand-written (same outputs) | ÷ log Z only | peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| N | system | repeats | first call s | median s | IQR s | ÷ hand-written (same outputs) | paired ÷ hand-written | ÷ log Z only | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Sanity check: mean log Z over the timed repeats against the Kalman filter's exact log Z (the estimate is "
