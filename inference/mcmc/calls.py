@@ -177,13 +177,8 @@ def _run(
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, dynamic, observations, chains)))
     phase = "warmup" if num_warmup else "sampling"
     with ProgressBar(num_chains * (num_warmup + num_samples), enabled=progress and not traced, description=phase) as bar:
-        if _hashable((model, description)):  # the target is built inside the compiled call
-            outputs = _sample_model(model, description, dynamic, observations, key, chains, bar.id, settings)
-            target = _target(model, args, observations, chains.discrete, settings.algorithm)  # while it runs
-        else:
-            target = _target(model, args, observations, chains.discrete, settings.algorithm)
-            _check_dimension(chains, target)
-            outputs = sample_chains(target, key, chains, bar.id, settings)
+        outputs = _sample_model(model, description, dynamic, observations, key, chains, bar.id, settings)
+        target = _target(model, args, observations, chains.discrete, settings.algorithm)  # while it runs
         chains_out, (positions, discrete), samples, stats, valid = outputs
         result = MCMCResult(
             _kept(samples, keep), None, stats, chains_out, positions, target, algorithm["max_tree_depth"] or None, discrete
@@ -196,18 +191,12 @@ def _run(
 @functools.partial(jax.jit, static_argnames=("model", "description", "settings"))
 def _sample_model(model, description, dynamic, observations, key, chains, bar_id, settings):
     """``sample_chains`` on the model's unconstrained target, built here: a
-    second call pays none of its Python (about 0.1 ms right after a run)."""
+    second call pays none of its Python (about 0.1 ms right after a run). The
+    model and the Python parts of its arguments are static, hashable as the
+    GFI's compiled entry points already require."""
     target = _target(model, join_static(dynamic, description), observations, chains.discrete, settings.algorithm)
     _check_dimension(chains, target)
     return sample_chains(target, key, chains, bar_id, settings)
-
-
-def _hashable(value):
-    try:
-        hash(value)
-        return True
-    except TypeError:
-        return False
 
 
 def _initial_discrete(model, args, observations, paths, key, num_chains):
