@@ -137,7 +137,7 @@ def test_zero_weights_are_never_chosen(name):
 
 @pytest.mark.parametrize("name", SCHEMES)
 def test_fewer_samples_than_particles_from_half_precision_weights(name):
-    ancestors = resampled("asymmetric", 3, jnp.bfloat16)[name]  # computed in float32 inside
+    ancestors = resampled("asymmetric", 3, jnp.bfloat16)[name]  # computed in the default float inside
     assert ancestors.min() >= 0 and ancestors.max() < N and not (ancestors == 1).any()
     if name in SORTED:
         assert (np.diff(ancestors) >= 0).all()

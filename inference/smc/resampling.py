@@ -31,9 +31,10 @@ numbers are the offspring counts, and the counts are expanded into sorted
 ancestors in O(N) (at a million particles on CPU, about two thirds of the
 time of cumulative sum + ``jnp.searchsorted``).
 
-Everything is computed in the weights' dtype (at least float32: a cumulative
-sum of a million weights in float16 would be meaningless), and works under
-``jax.jit`` and ``jax.vmap`` (``num_samples`` is static).
+Everything is computed in the weights' dtype, half precision in JAX's
+default float (a cumulative sum of a million weights in float16 would be
+meaningless), and works under ``jax.jit`` and ``jax.vmap`` (``num_samples``
+is static).
 """
 
 import operator
@@ -259,7 +260,13 @@ def _num_samples(log_weights, num_samples):
 
 
 def _as_float(log_weights):
-    return jnp.asarray(log_weights, jnp.promote_types(jnp.result_type(log_weights), jnp.float32))
+    """The log weights in their own float dtype if it has at least 32 bits,
+    else (half precision, integers) in JAX's default float: float32, or
+    float64 under ``jax_enable_x64``."""
+    dtype = jnp.result_type(log_weights)
+    if not jnp.issubdtype(dtype, jnp.floating) or jnp.finfo(dtype).bits < 32:
+        dtype = jnp.result_type(float)
+    return jnp.asarray(log_weights, dtype)
 
 
 def _positive_weights(log_weights):
