@@ -30,7 +30,7 @@ SETTINGS = dict(num_warmup=100, num_chains=2, progress=False)
 
 
 def test_second_call_does_not_retrace():
-    compiled = _sample_model._cache_size  # sample_chains is traced inside it
+    compiled = _sample_model._cache_size  # the one compiled program of mcmc.nuts / hmc / mala
     mcmc.nuts(jax.random.key(0), model, (6,), {"y": YS}, num_samples=50, **SETTINGS)
     first = compiled()
     result = mcmc.nuts(jax.random.key(1), model, (6,), {"y": YS + 1.0}, num_samples=50, **SETTINGS)

@@ -1,7 +1,7 @@
-"""The compiled program behind ``mcmc.nuts`` / ``hmc`` / ``mala``: warmup
-(Stan's windowed adaptation) then sampling, for all chains, in one jitted
-call keyed by the target's static part and the settings, so a second call
-with a new key, or new data of the same shapes, reuses it.
+"""The program behind ``mcmc.nuts`` / ``hmc`` / ``mala``: warmup (Stan's
+windowed adaptation) then sampling, for all chains. ``calls.py`` compiles it
+once per model, argument shapes and settings, so a second call with a new
+key, or new data of the same shapes, reuses it.
 
 Randomness: chain c's key is ``split(key, num_chains)[c]`` and its t-th
 transition (warmup included) uses ``fold_in(chain key, t)``, so a run
@@ -244,7 +244,6 @@ def _start(settings, target, key, fresh):
     return valid, chains
 
 
-@functools.partial(jax.jit, static_argnames="settings")
 def sample_chains(target, key, chains, bar_id, settings):
     """Warmup and sampling of every chain: ``(final ChainState, (positions,
     Gibbs choices), samples, stats, valid)``, leading axes (chains, draws).
